@@ -1,0 +1,31 @@
+# Every target bootstraps .venv itself; nothing needs to be installed by hand.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml 2>/dev/null | cut -c1-12)
+
+.PHONY: demo test bench lint soak clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --upgrade pip
+	@$(BIN)/python -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+demo: $(STAMP)
+	$(BIN)/tsgate demo
+
+test: $(STAMP)
+	bash scripts/with-services.sh $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	bash scripts/bench-deps.sh
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check gateway authn ratelimit moderation captcha policies tests bench
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,660 @@
+"""Side-by-side benchmark: direct upstream, nginx reverse proxy (the anchor) and tsgate scenarios.
+
+``make bench`` runs this as ``.venv/bin/python bench/run.py``. The machine has 2 cores shared by wrk,
+nginx and tsgate, so absolute numbers mean little; what we report is each row's ratio to the nginx
+proxy measured in the same run (method: docs/performance.md).
+
+Everything is started here and stopped here: two nginx instances (upstream and proxy, one worker
+each, in a temp dir) and one tsgate per scenario. All traffic stays on 127.0.0.1 and every wrk run is
+bounded in time. The last lines of stdout are ``RATIO <scenario> <tsgate rps / nginx-proxy rps>``.
+
+Adding a tsgate scenario is one entry in ``SCENARIOS``; see the ``Scenario`` docstring.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+DOCS = REPO / "docs" / "performance.md"
+RUNS_MARKER = "<!-- bench-runs -->"
+REDIS_STATE = "redis://127.0.0.1:6379/14"
+ANCHOR = "nginx-proxy"
+START_TIMEOUT = 30.0  # seconds; tsgate imports a lot on a busy 2-core box
+WRK_GRACE = 20.0  # seconds past -d before a wrk run is treated as hung and killed
+
+
+class BenchError(Exception):
+    """A problem that ends the run with a clear message (and cleanup), not a traceback."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Scenarios
+
+
+@dataclass(frozen=True)
+class BenchContext:
+    """What a scenario's ``prepare`` hook may need: a private temp dir and where things listen."""
+
+    tmp: Path
+    upstream_url: str
+    workers: int
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One tsgate row. ``name`` is the RATIO name printed at the end.
+
+    - ``policy``: merged over the pass-through base policy (mappings merge key by key, anything
+      else, e.g. ``routes``, replaces the base value).
+    - ``path``/``method``/``headers``/``body``: the request wrk sends; also used for the readiness
+      probe, which must answer ``expect_status``. Non-GET methods and bodies become a wrk Lua prelude.
+    - ``script``: extra wrk Lua (``-s``) for anything dynamic, e.g. rotating client IPs.
+    - ``env``: extra environment for the gateway (key files, secrets).
+    - ``prepare(scenario, ctx)``: optional hook run before the gateway starts; returns the concrete
+      scenario, e.g. with keys written into ``ctx.tmp`` and ``headers={"Authorization": "Bearer ..."}``.
+
+    Example (the full-pipeline row, once its guards exist)::
+
+        Scenario("full-pipeline", policy={"routes": [...jwt + rate limit + identity...]},
+                 prepare=_mint_jwt_and_keys)
+    """
+
+    name: str
+    policy: Mapping[str, Any] = field(default_factory=dict)
+    path: str = "/api/x"
+    method: str = "GET"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: str | None = None
+    script: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    expect_status: int = 200
+    prepare: Callable[[Scenario, BenchContext], Scenario] | None = None
+
+
+SCENARIOS: list[Scenario] = [
+    Scenario("pass-through"),
+]
+
+
+def base_policy(upstream_url: str) -> dict[str, Any]:
+    """Pass-through: one catch-all route, no guards, decision logging off (it is stderr I/O)."""
+    return {
+        "version": 1,
+        "upstream": {"url": upstream_url, "connect_timeout": "1s", "read_timeout": "10s"},
+        "state": "memory://",
+        "log": {"decisions": "none"},
+        "routes": [{"id": "any", "match": {"path": "/**"}}],
+    }
+
+
+def merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Processes: everything we start is registered here and stopped in ``stop_all``.
+
+
+class Processes:
+    def __init__(self) -> None:
+        self._procs: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        self, argv: list[str], log: Path, env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        # A new session keeps Ctrl+C (sent to our foreground group) away from the children, so that
+        # we, not the terminal, decide the stop order; it also lets us reap stragglers by group.
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                env=dict(env) if env is not None else None, cwd=REPO, start_new_session=True,
+            )
+        self._procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            proc.terminate()  # leader only: nginx and tsgate forward to their own workers
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # leftovers of the group we created, if any
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.wait()
+        if proc in self._procs:
+            self._procs.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in reversed(list(self._procs)):
+            self.stop(proc)
+
+
+def _raise_interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Servers
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(no output)"
+    return "\n".join("    " + line for line in text.splitlines()[-lines:]) or "    (no output)"
+
+
+def probe(port: int, sc: Scenario | None = None) -> int | None:
+    """Status of one request, or None if nothing answers. http.client, so *_proxy env is ignored."""
+    method, path = (sc.method, sc.path) if sc else ("GET", "/api/x")
+    headers = dict(sc.headers) if sc else {}
+    body = sc.body.encode() if sc and sc.body is not None else None
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    except OSError:
+        return None
+    finally:
+        conn.close()
+
+
+def wait_ready(
+    name: str, proc: subprocess.Popen[bytes], port: int, log: Path, sc: Scenario | None = None
+) -> None:
+    expected = sc.expect_status if sc else 200
+    deadline = time.monotonic() + START_TIMEOUT
+    status: int | None = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(f"{name} exited with code {proc.returncode} while starting:\n{tail(log)}")
+        status = probe(port, sc)
+        if status == expected:
+            return
+        time.sleep(0.1)
+    got = "no answer" if status is None else f"status {status}"
+    raise BenchError(f"{name} did not answer {expected} on port {port} within {START_TIMEOUT:.0f}s "
+                     f"({got}):\n{tail(log)}")
+
+
+NGINX_MAIN = """\
+{user}worker_processes 1;
+worker_rlimit_nofile 65535;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+daemon off;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    # Temp paths inside our dir: never touch /var/lib/nginx (may not exist or be writable).
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+{body}
+}}
+"""
+
+NGINX_UPSTREAM = """\
+    server {{
+        listen 127.0.0.1:{port};
+        default_type application/json;
+        location / {{ return 200 '{{"ok":true}}'; }}
+    }}"""
+
+NGINX_PROXY = """\
+    upstream backend {{
+        server 127.0.0.1:{upstream_port};
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}"""
+
+
+def start_nginx(procs: Processes, nginx: str, name: str, tmp: Path, port: int, body: str) -> None:
+    conf_dir = tmp / name
+    conf_dir.mkdir()
+    # As root, nginx would drop its worker to "nobody", which cannot read our 0700 temp dir.
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    conf = conf_dir / "nginx.conf"
+    conf.write_text(NGINX_MAIN.format(user=user, dir=conf_dir, body=body), encoding="utf-8")
+    log = conf_dir / "stderr.log"
+    # -e: the startup error log, used before the config is read.
+    argv = [nginx, "-c", str(conf), "-p", str(conf_dir), "-e", str(conf_dir / "error.log")]
+    proc = procs.start(argv, log)
+    try:
+        wait_ready(name, proc, port, log)
+    except BenchError as exc:
+        raise BenchError(f"{exc}\n{tail(conf_dir / 'error.log')}") from None
+
+
+def start_tsgate(procs: Processes, sc: Scenario, ctx: BenchContext, port: int) -> subprocess.Popen[bytes]:
+    policy_file = ctx.tmp / f"policy-{sc.name}.yaml"
+    policy = merge(base_policy(ctx.upstream_url), sc.policy)
+    policy_file.write_text(yaml.safe_dump(policy, sort_keys=False), encoding="utf-8")
+    python = REPO / ".venv" / "bin" / "python"
+    argv = [str(python if python.exists() else sys.executable), "-m", "gateway.cli", "run",
+            "--policy", str(policy_file), "--port", str(port), "--admin-port", str(free_port())]
+    if ctx.workers > 1:
+        argv += ["--workers", str(ctx.workers), "--state", REDIS_STATE]
+    env = {**os.environ, "TSGATE_ADMIN_TOKEN": secrets.token_hex(16), **sc.env}
+    log = ctx.tmp / f"tsgate-{sc.name}.log"
+    proc = procs.start(argv, log, env)
+    wait_ready(f"tsgate {sc.name}", proc, port, log, sc)
+    return proc
+
+
+def redis_answers(url: str) -> bool:
+    host, port = url.removeprefix("redis://").split("/")[0].split(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------------------------------
+# wrk
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    non_2xx: int
+    socket_errors: int
+
+
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+# wrk: "     99%    1.23ms"; wrk2 prints "99.000%" in the same place.
+_PERCENTILE = re.compile(r"^\s*(\d+(?:\.\d+)?)%\s+(\d+(?:\.\d+)?)(us|ms|s|m|h)\s*$", re.MULTILINE)
+_RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.MULTILINE)
+_REQUESTS = re.compile(r"^\s*(\d+) requests in ", re.MULTILINE)
+_NON_2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
+_SOCKET_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+
+
+def parse_wrk(output: str) -> WrkResult:
+    rps = _RPS.search(output)
+    if rps is None:
+        raise ValueError("no Requests/sec line")
+    percentiles: dict[float, float] = {}
+    for pct, value, unit in _PERCENTILE.findall(output):
+        percentiles.setdefault(float(pct), float(value) * _UNITS_MS[unit])
+    if 50.0 not in percentiles or 99.0 not in percentiles:
+        raise ValueError("no 50%/99% lines in the Latency Distribution (was --latency given?)")
+    requests = _REQUESTS.search(output)
+    non_2xx = _NON_2XX.search(output)
+    errors = _SOCKET_ERRORS.search(output)
+    return WrkResult(
+        rps=float(rps.group(1)),
+        p50_ms=percentiles[50.0],
+        p99_ms=percentiles[99.0],
+        requests=int(requests.group(1)) if requests else 0,
+        non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
+        socket_errors=sum(int(n) for n in errors.groups()) if errors else 0,
+    )
+
+
+def lua_string(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    return f'"{escaped}"'
+
+
+def wrk_script(sc: Scenario | None, delay_ms: int) -> str:
+    """The Lua for one run: method/body prelude, the scenario's script, then the pacing delay
+    (last, so that it wins over any delay() the scenario defines: fixed load means fixed)."""
+    parts: list[str] = []
+    if sc is not None and (sc.method != "GET" or sc.body is not None):
+        parts.append(f"wrk.method = {lua_string(sc.method)}")
+        if sc.body is not None:
+            parts.append(f"wrk.body = {lua_string(sc.body)}")
+    if sc is not None and sc.script:
+        parts.append(sc.script)
+    if delay_ms > 0:
+        parts.append(f"function delay() return {delay_ms} end")
+    return "\n".join(parts)
+
+
+@dataclass(frozen=True)
+class Load:
+    threads: int
+    connections: int
+    duration: int
+    delay_ms: int = 0  # pause per connection between requests: paces the load (no wrk2 here)
+    rate: int = 0  # wrk2 -R, when wrk2 is used
+
+
+class Wrk:
+    def __init__(self, binary: str, procs: Processes, tmp: Path, is_wrk2: bool = False) -> None:
+        self.binary, self.procs, self.tmp, self.is_wrk2 = binary, procs, tmp, is_wrk2
+        self._runs = 0
+
+    def run(self, port: int, load: Load, sc: Scenario | None = None) -> WrkResult:
+        self._runs += 1
+        argv = [self.binary, f"-t{load.threads}", f"-c{load.connections}", f"-d{load.duration}s",
+                "--timeout", "2s", "--latency"]
+        if self.is_wrk2:
+            argv.append(f"-R{load.rate or 1_000_000}")  # wrk2 requires -R; huge = unthrottled
+        for name, value in (sc.headers if sc else {}).items():
+            argv += ["-H", f"{name}: {value}"]
+        script = wrk_script(sc, 0 if self.is_wrk2 else load.delay_ms)
+        if script:
+            script_file = self.tmp / f"wrk-{self._runs}.lua"
+            script_file.write_text(script + "\n", encoding="utf-8")
+            argv += ["-s", str(script_file)]
+        argv.append(f"http://127.0.0.1:{port}{sc.path if sc else '/api/x'}")
+        output = self._execute(argv, load.duration + WRK_GRACE)
+        try:
+            return parse_wrk(output)
+        except ValueError as exc:
+            raise BenchError(f"cannot read wrk output ({exc}) of {shlex.join(argv)}:\n{output}") from None
+
+    def _execute(self, argv: list[str], timeout: float) -> str:
+        log = self.tmp / f"wrk-{self._runs}.out"
+        proc = self.procs.start(argv, log)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise BenchError(f"wrk did not finish within {timeout:.0f}s: {shlex.join(argv)}") from None
+        finally:
+            self.procs.stop(proc)
+        output = log.read_text(encoding="utf-8", errors="replace")
+        if proc.returncode != 0:
+            raise BenchError(f"wrk exited with {proc.returncode}: {shlex.join(argv)}\n{output}")
+        return output
+
+
+def measure(wrk: Wrk, port: int, load: Load, warmup: int, sc: Scenario | None = None) -> WrkResult:
+    if warmup > 0:
+        wrk.run(port, replace(load, duration=warmup), sc)  # fills pools and caches; discarded
+    return wrk.run(port, load, sc)
+
+
+# --------------------------------------------------------------------------------------------------
+# Report
+
+
+@dataclass(frozen=True)
+class Report:
+    throughput: dict[str, WrkResult]  # row name -> result, in run order
+    fixed: dict[str, WrkResult]
+    fixed_label: str
+    tsgate_rows: list[str]  # row name per scenario, same order as the RATIO lines
+    scenario_names: list[str]
+
+
+def ratio(result: WrkResult, anchor: WrkResult) -> float:
+    return result.rps / anchor.rps if anchor.rps > 0 else float("nan")
+
+
+def table(report: Report) -> str:
+    anchor = report.throughput[ANCHOR]
+    lines = ["| row | rps | p50 ms | p99 ms | non-2xx | socket errors | ratio to nginx-proxy |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, r in report.throughput.items():
+        lines.append(f"| {name} | {r.rps:,.0f} | {r.p50_ms:.3f} | {r.p99_ms:.3f} | {r.non_2xx} "
+                     f"| {r.socket_errors} | {ratio(r, anchor):.3f} |")
+    return "\n".join(lines)
+
+
+def added_latency_lines(report: Report) -> list[str]:
+    direct = report.fixed["direct"]
+    lines = [f"Latency at fixed load ({report.fixed_label}); added = row minus direct:",
+             f"- direct: p50 {direct.p50_ms:.3f} ms, p99 {direct.p99_ms:.3f} ms at {direct.rps:,.0f} rps"]
+    for name, r in report.fixed.items():
+        if name == "direct":
+            continue
+        lines.append(f"- {name}: added p50 {r.p50_ms - direct.p50_ms:+.3f} ms, "
+                     f"added p99 {r.p99_ms - direct.p99_ms:+.3f} ms "
+                     f"(p50 {r.p50_ms:.3f} ms, p99 {r.p99_ms:.3f} ms at {r.rps:,.0f} rps)")
+    return lines
+
+
+def warnings(report: Report) -> list[str]:
+    out = []
+    for group, results in (("throughput", report.throughput), ("fixed load", report.fixed)):
+        for name, r in results.items():
+            if r.non_2xx or r.socket_errors:
+                out.append(f"WARNING: {name} ({group}): {r.non_2xx} non-2xx/3xx responses and "
+                           f"{r.socket_errors} socket errors out of {r.requests} requests")
+    return out
+
+
+def git_revision() -> str:
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10, check=False
+        )
+
+    head = git("rev-parse", "--short", "HEAD")
+    if head.returncode != 0:
+        return "uncommitted"
+    dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+    return head.stdout.strip() + (" + uncommitted changes" if dirty else "")
+
+
+DOCS_INTRO = f"""\
+# Performance
+
+How to run: `make bench` (it installs nginx-light and wrk via `scripts/bench-deps.sh` if missing,
+then runs `.venv/bin/python bench/run.py $(BENCH_ARGS)`; see `--help` for the wrk flags and
+`--workers N`). Each run appends a section below, with its date, commit and exact command.
+
+Method: everything is measured in one run, side by side, on a 2-core machine that wrk, nginx and
+tsgate share, so absolute rps figures mean little; compare the **ratio to the nginx-proxy row**.
+Rows: `direct` (wrk straight at an nginx `return 200` upstream), `nginx-proxy` (nginx reverse proxy,
+one worker, keepalive upstream pool: the anchor) and one row per tsgate scenario. Each row gets a
+warm-up, then a fixed-duration `wrk --latency` run (rps, p50, p99, non-2xx). Latency overhead is
+measured at a fixed, low load (far from saturation) and reported as p50/p99 minus the direct row's.
+Targets: pass-through >= 0.30 x nginx-proxy; added latency at ~1k rps p50 <= 0.5 ms, p99 <= 2 ms.
+
+{RUNS_MARKER}
+"""
+
+
+def ratio_lines(report: Report) -> list[str]:
+    anchor = report.throughput[ANCHOR]
+    return [f"RATIO {name} {ratio(report.throughput[row], anchor):.3f}"
+            for name, row in zip(report.scenario_names, report.tsgate_rows, strict=True)]
+
+
+def run_section(report: Report, command: str, started: datetime, seconds: float) -> str:
+    """The run's markdown (without the RATIO lines, which go last on stdout / fenced in the docs)."""
+    body = [
+        f"## {started:%Y-%m-%d %H:%M} UTC — {git_revision()}",
+        "",
+        f"Command: `{command}` ({seconds:.0f} s, {os.cpu_count()} cores)",
+        "",
+        table(report),
+        "",
+        *added_latency_lines(report),
+        *(["", *(f"- {w}" for w in warnings(report))] if warnings(report) else []),
+    ]
+    return "\n".join(body) + "\n"
+
+
+def append_docs(section: str) -> None:
+    DOCS.parent.mkdir(parents=True, exist_ok=True)
+    text = DOCS.read_text(encoding="utf-8") if DOCS.exists() else DOCS_INTRO
+    if RUNS_MARKER not in text:
+        text = text.rstrip("\n") + "\n\n" + RUNS_MARKER + "\n"
+    DOCS.write_text(text.rstrip("\n") + "\n\n" + section, encoding="utf-8")
+
+
+# --------------------------------------------------------------------------------------------------
+# Main
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--duration", type=int, default=8, help="seconds per measured wrk run (default 8)")
+    p.add_argument("--connections", type=int, default=32, help="wrk -c for throughput rows (default 32)")
+    p.add_argument("--threads", type=int, default=1, help="wrk -t (default 1: wrk shares the 2 cores)")
+    p.add_argument("--warmup", type=int, default=2, help="warm-up seconds before each row (default 2)")
+    p.add_argument("--workers", type=int, default=1,
+                   help=f"tsgate --workers; above 1 also --state {REDIS_STATE} (default 1)")
+    p.add_argument("--fixed-rate", type=int, default=1000,
+                   help="target rps of the latency-at-fixed-load runs; 0 = closed loop (default 1000)")
+    p.add_argument("--fixed-connections", type=int, default=4, help="wrk -c at fixed load (default 4)")
+    p.add_argument("--fixed-duration", type=int, default=6, help="seconds per fixed-load run (default 6)")
+    p.add_argument("--scenario", action="append", choices=[s.name for s in SCENARIOS],
+                   help="only this tsgate scenario (repeatable; default: all)")
+    p.add_argument("--no-docs", action="store_true", help="do not append the run to docs/performance.md")
+    args = p.parse_args(argv)
+    if min(args.duration, args.connections, args.threads, args.workers, args.fixed_connections,
+           args.fixed_duration) < 1 or args.warmup < 0 or args.fixed_rate < 0:
+        p.error("durations, connections, threads and workers must be positive")
+    return args
+
+
+def find_tools(workers: int) -> tuple[str, str, bool]:
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
+    if nginx is None:
+        raise BenchError("nginx not found; run scripts/bench-deps.sh (Debian: apt-get install nginx-light)")
+    wrk2 = shutil.which("wrk2")
+    wrk = wrk2 or shutil.which("wrk")
+    if wrk is None:
+        raise BenchError("wrk not found; run scripts/bench-deps.sh (Debian: apt-get install wrk)")
+    if workers > 1 and not redis_answers(REDIS_STATE):
+        raise BenchError(f"--workers {workers} needs Redis for shared state; {REDIS_STATE} does not answer")
+    return nginx, wrk, wrk2 is not None
+
+
+def fixed_load(args: argparse.Namespace) -> tuple[Load, str]:
+    """Low load, far from saturating nginx. Without wrk2 the pace comes from a per-connection pause
+    (wrk's Lua delay()): rate ~= connections / (pause + latency), i.e. a little under the target."""
+    c = args.fixed_connections
+    if args.fixed_rate == 0:
+        return Load(1, c, args.fixed_duration), f"closed loop, wrk -t1 -c{c} -d{args.fixed_duration}s"
+    delay_ms = max(1, round(c * 1000 / args.fixed_rate))
+    label = (f"~{args.fixed_rate} rps: wrk -t1 -c{c} -d{args.fixed_duration}s with a {delay_ms} ms pause "
+             f"per connection between requests")
+    return Load(1, c, args.fixed_duration, delay_ms=delay_ms, rate=args.fixed_rate), label
+
+
+@contextmanager
+def signals_raise() -> Iterator[None]:
+    """SIGTERM/SIGHUP unwind like Ctrl+C, so the finally blocks stop every child."""
+    previous = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def run_bench(args: argparse.Namespace, procs: Processes, tmp: Path) -> Report:
+    nginx, wrk_bin, is_wrk2 = find_tools(args.workers)
+    wrk = Wrk(wrk_bin, procs, tmp, is_wrk2)
+    load = Load(args.threads, args.connections, args.duration)
+    fixed, fixed_label = fixed_load(args)
+    ports = {"direct": free_port(), ANCHOR: free_port()}
+
+    start_nginx(procs, nginx, "direct", tmp, ports["direct"], NGINX_UPSTREAM.format(port=ports["direct"]))
+    start_nginx(procs, nginx, ANCHOR, tmp, ports[ANCHOR],
+                NGINX_PROXY.format(port=ports[ANCHOR], upstream_port=ports["direct"]))
+    throughput: dict[str, WrkResult] = {}
+    fixed_results: dict[str, WrkResult] = {}
+    for row in ("direct", ANCHOR):
+        print(f"bench: {row} ...", file=sys.stderr, flush=True)
+        throughput[row] = measure(wrk, ports[row], load, args.warmup)
+        fixed_results[row] = measure(wrk, ports[row], fixed, 1)
+
+    ctx = BenchContext(tmp=tmp, upstream_url=f"http://127.0.0.1:{ports['direct']}", workers=args.workers)
+    chosen = [s for s in SCENARIOS if not args.scenario or s.name in args.scenario]
+    rows: list[str] = []
+    for scenario in chosen:
+        sc = scenario.prepare(scenario, ctx) if scenario.prepare else scenario
+        row = f"tsgate {sc.name}"
+        print(f"bench: {row} ...", file=sys.stderr, flush=True)
+        port = free_port()
+        gateway = start_tsgate(procs, sc, ctx, port)
+        throughput[row] = measure(wrk, port, load, args.warmup, sc)
+        fixed_results[row] = measure(wrk, port, fixed, 1, sc)
+        procs.stop(gateway)  # one gateway at a time: the next row gets both cores' share
+        rows.append(row)
+    return Report(throughput, fixed_results, fixed_label, rows, [s.name for s in chosen])
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    started, t0 = datetime.now(UTC), time.monotonic()
+    python = os.path.relpath(sys.executable, REPO) if sys.executable.startswith(str(REPO)) else sys.executable
+    command = shlex.join([python, os.path.relpath(os.path.abspath(__file__), REPO), *argv])
+    procs = Processes()
+    try:
+        with signals_raise(), tempfile.TemporaryDirectory(prefix="tsgate-bench-") as tmp_name:
+            try:
+                report = run_bench(args, procs, Path(tmp_name))
+            finally:
+                procs.stop_all()  # before the temp dir goes: nginx holds files in it
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench: interrupted; all processes stopped", file=sys.stderr)
+        return 130
+    seconds = time.monotonic() - t0
+    section = run_section(report, command, started, seconds)
+    ratios = ratio_lines(report)
+    if not args.no_docs:
+        append_docs(section + "\n```\n" + "\n".join(ratios) + "\n```\n")
+    print(section)
+    print(f"bench: done in {seconds:.0f} s" + ("" if args.no_docs else f"; appended to {DOCS}"),
+          file=sys.stderr, flush=True)
+    print("\n".join(ratios), flush=True)  # last on stdout: what scripts grep for
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,119 @@
+"""The control plane: FastAPI on its own listener (default 127.0.0.1:9090), never the proxy port.
+
+Open: /healthz, /readyz, /metrics (the listener is private by default). Bearer token: the
+policy (view, validate, reload, versions)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Body, Depends, FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gateway.api.auth import token_matches
+from gateway.app import Gateway
+from gateway.core.ids import new_decision_id
+from gateway.core.problem import problem_body
+from policies.loader import PolicyError, load_policy_text
+
+__all__ = ["create_admin_app"]
+
+
+class _Problem(Exception):
+    def __init__(self, status: int, reason: str, detail: str, headers: dict[str, str] | None = None,
+                 **extra: Any) -> None:
+        self.status, self.reason, self.detail, self.headers, self.extra = status, reason, detail, headers, extra
+
+
+def _problem_response(status: int, reason: str, detail: str, headers: dict[str, str] | None = None,
+                      **extra: Any) -> Response:
+    decision_id = new_decision_id()
+    body = problem_body(status, reason, decision_id, detail, **extra)
+    out = {"tsgate-decision": decision_id, "cache-control": "no-store", **(headers or {})}
+    return Response(body, status, headers=out, media_type="application/problem+json")
+
+
+def create_admin_app(gateway: Gateway, token: str | None) -> FastAPI:
+    app = FastAPI(title="tsgate admin", version="0.1.0", docs_url="/docs", redoc_url=None)
+
+    @app.exception_handler(_Problem)
+    async def _on_problem(request: Request, exc: _Problem) -> Response:
+        return _problem_response(exc.status, exc.reason, exc.detail, exc.headers, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _on_invalid(request: Request, exc: RequestValidationError) -> Response:
+        return _problem_response(400, "admin.bad_request", "The request is not valid.",
+                                 errors=[{"loc": list(map(str, e["loc"])), "msg": e["msg"]} for e in exc.errors()])
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _on_http(request: Request, exc: StarletteHTTPException) -> Response:
+        return _problem_response(exc.status_code, "admin.http_error", str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _on_bug(request: Request, exc: Exception) -> Response:
+        return _problem_response(500, "admin.internal_error", "Unexpected error; see the gateway log.")
+
+    def require_admin(authorization: Annotated[str | None, Header()] = None) -> None:
+        if token is None:
+            raise _Problem(401, "admin.token_not_configured",
+                           "Set TSGATE_ADMIN_TOKEN or TSGATE_ADMIN_TOKEN_FILE to use this endpoint.",
+                           {"WWW-Authenticate": 'Bearer realm="tsgate-admin"'})
+        if not token_matches(token, authorization):
+            raise _Problem(401, "admin.unauthorized", "A valid admin bearer token is required.",
+                           {"WWW-Authenticate": 'Bearer realm="tsgate-admin", error="invalid_token"'})
+
+    admin = [Depends(require_admin)]
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        checks = await gateway.ready()
+        ready = all(checks.values())
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/policy", dependencies=admin)
+    async def policy() -> dict[str, Any]:
+        compiled = gateway.compiled
+        return {
+            "sha256": compiled.sha256,
+            "source": compiled.loaded.source,
+            "version": gateway.versions[-1].version,
+            "policy": compiled.policy.model_dump(mode="json"),
+        }
+
+    @app.get("/policy/versions", dependencies=admin)
+    async def versions() -> list[dict[str, Any]]:
+        return [{"version": v.version, "sha256": v.sha256, "source": v.source, "loaded_at": v.loaded_at,
+                 "actor": v.actor} for v in gateway.versions]
+
+    @app.post("/policy/validate", dependencies=admin)
+    async def validate(text: Annotated[str, Body(media_type="application/yaml")]) -> Response:
+        try:
+            loaded = load_policy_text(text, "<request>")
+        except PolicyError as exc:
+            return _problem_response(422, "policy.invalid", "The policy is not valid.", problems=exc.problems)
+        return JSONResponse({"valid": True, "sha256": loaded.sha256})
+
+    @app.post("/policy/reload", dependencies=admin)
+    async def reload() -> Response:
+        # The file stays the one source of truth, so every worker and host reloads the same text.
+        result = gateway.reload(actor="admin-api")
+        if not result.ok:
+            return _problem_response(422, "policy.invalid", "The policy was not loaded; the running one stays.",
+                                     problems=result.problems, running_sha256=result.sha256)
+        notify = getattr(app.state, "on_reload", None)
+        if notify is not None:
+            notify()
+        return JSONResponse({"loaded": True, "sha256": result.sha256, "version": gateway.versions[-1].version})
+
+    return app

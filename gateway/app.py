@@ -1,0 +1,238 @@
+"""Wiring only: build stores, guards and both apps from a loaded policy, and swap policies on
+reload. Nothing here decides anything about a request."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.core.clock import Clock, SystemClock
+from gateway.core.context import RequestContext
+from gateway.core.decisions import ALLOW, Allow
+from gateway.core.netaddr import TrustedProxies
+from gateway.core.paths import PathCanonicalizer
+from gateway.core.pipeline import Outcome
+from gateway.core.services import GuardServices
+from gateway.core.state import StateStore, store_from_url
+from gateway.observe.decisionlog import DecisionLog
+from gateway.observe.metrics import Metrics
+from gateway.proxy.forward import BodyPlan
+from gateway.proxy.headers import Inbound
+from gateway.proxy.upstream import UpstreamPool
+from policies.compiled import CompiledPolicy
+from policies.loader import LoadedPolicy, PolicyError, load_policy, load_policy_text, with_overrides
+from policies.model import Policy
+from policies.registry import GuardRegistry, default_registry
+
+__all__ = ["Gateway", "ReloadResult"]
+
+log = logging.getLogger("tsgate")
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadResult:
+    ok: bool
+    sha256: str
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyVersion:
+    version: int
+    sha256: str
+    source: str
+    loaded_at: float
+    actor: str
+
+
+class Gateway:
+    """One gateway process's state: the compiled policy (swapped whole on reload), the upstream
+    pool, the state store, metrics and the decision log."""
+
+    def __init__(
+        self,
+        loaded: LoadedPolicy,
+        *,
+        store: StateStore | None = None,
+        clock: Clock | None = None,
+        registry: GuardRegistry | None = None,
+        decision_log: DecisionLog | None = None,
+        overrides: dict[str, Any] | None = None,
+    ) -> None:
+        self.overrides = dict(overrides or {})
+        loaded = with_overrides(loaded, self.overrides)
+        policy = loaded.policy
+        self.clock = clock or SystemClock()
+        self.store = store or store_from_url(policy.state, clock=self.clock)
+        self.services = GuardServices(self.store, self.clock)
+        self.registry = registry or default_registry()
+        self.metrics = Metrics()
+        self.decisions = decision_log or DecisionLog(
+            to_stderr=policy.log.decisions,
+            path=policy.log.decision_log,
+            max_bytes=policy.log.decision_log_max_bytes,
+            backups=policy.log.decision_log_backups,
+        )
+        self.canonicalize = PathCanonicalizer()
+        self.allow_outcome = Outcome(ALLOW)
+        self.no_body = BodyPlan()
+        self.versions: list[PolicyVersion] = []
+        self.compiled = CompiledPolicy(loaded, self.registry, self.services)
+        self._apply(self.compiled, actor="startup")
+        self.pool = self._new_pool(policy)
+
+    # -- policy ---------------------------------------------------------------------------------
+    @property
+    def policy(self) -> Policy:
+        return self.compiled.policy
+
+    def _new_pool(self, policy: Policy) -> UpstreamPool:
+        up = policy.upstream
+        return UpstreamPool(up.host, up.port, connect_timeout=up.connect_timeout,
+                            max_connections=up.max_connections)
+
+    def _apply(self, compiled: CompiledPolicy, actor: str) -> None:
+        policy = compiled.policy
+        self.trusted = TrustedProxies(policy.trusted_proxies)
+        hosts = policy.request.allowed_hosts
+        self.allowed_hosts: tuple[str, ...] | None = tuple(h.lower() for h in hosts) if hosts else None
+        self.read_timeout = policy.upstream.read_timeout
+        self._upstream_netloc = policy.upstream.netloc.encode("ascii")
+        self.compiled = compiled
+        self.versions.append(PolicyVersion(len(self.versions) + 1, compiled.sha256, compiled.loaded.source,
+                                           self.clock.now(), actor))
+        self.metrics.policy_info.set(self.clock.now())
+
+    def reload(self, source: str | None = None, *, text: str | None = None, actor: str = "api") -> ReloadResult:
+        """Load, validate and compile a new policy, then swap it in. On any error the running
+        policy stays and the result says why."""
+        try:
+            loaded = load_policy_text(text, source or "<api>") if text is not None else load_policy(
+                source or self.compiled.loaded.source)
+            loaded = with_overrides(loaded, self.overrides)
+            new = loaded.policy
+            old = self.policy
+            if new.state != old.state or new.database != old.database:
+                raise PolicyError(loaded.source, ["state/database: changing stores needs a restart"])
+            compiled = CompiledPolicy(loaded, self.registry, self.services)
+        except PolicyError as exc:
+            self.metrics.reloads.labels("rejected").inc()
+            log.error("policy reload rejected, keeping %s: %s", self.compiled.sha256[:12], exc)
+            return ReloadResult(False, self.compiled.sha256, exc.problems)
+        if new.upstream != old.upstream:
+            old_pool, self.pool = self.pool, self._new_pool(new)
+            old_pool.closed = True  # in-flight requests finish; idle connections close on release
+        self._apply(compiled, actor)
+        self.metrics.reloads.labels("applied").inc()
+        log.info("policy %s loaded by %s", compiled.sha256[:12], actor)
+        return ReloadResult(True, compiled.sha256)
+
+    # -- request helpers used by the proxy --------------------------------------------------------
+    def host_allowed(self, host: bytes | None) -> bool:
+        if self.allowed_hosts is None:
+            return True
+        if host is None:
+            return False
+        name = host.decode("latin-1").lower()
+        if name.startswith("["):
+            name = name[: name.find("]") + 1]
+        else:
+            name = name.rsplit(":", 1)[0]
+        for allowed in self.allowed_hosts:
+            if name == allowed or (allowed.startswith("*.") and name.endswith(allowed[1:])):
+                return True
+        return False
+
+    def upstream_host(self, inbound: Inbound) -> bytes:
+        if self.policy.upstream.host_header == "preserve" and inbound.host:
+            return inbound.host
+        return self._upstream_netloc
+
+    def peer_trusted(self, scope: dict[str, Any]) -> bool:
+        client = scope.get("client")
+        return bool(client) and self.trusted.trusts(client[0])
+
+    def ws_url(self, target: bytes, query: bytes) -> str:
+        url = "ws://" + self.policy.upstream.netloc + target.decode("ascii")
+        return url + ("?" + query.decode("latin-1") if query else "")
+
+    # -- observability ----------------------------------------------------------------------------
+    def count_failures(self, outcome: Outcome) -> None:
+        for failure in outcome.failures:
+            self.metrics.guard_errors.labels(failure.guard, failure.applied).inc()
+
+    def record(self, ctx: RequestContext, outcome: Outcome, status: int, started: float,
+               reason: str | None = None) -> None:
+        elapsed = time.perf_counter() - started
+        decision = outcome.decision
+        kind = decision.kind
+        rule = ctx.rule_id or "none"
+        self.metrics.observe_request(rule, kind, status, elapsed)
+        if outcome.would_have is not None:
+            self.metrics.shadow.labels(rule, outcome.would_have.kind).inc()
+        if not self.decisions.wants(kind == "allow" and outcome.would_have is None and not reason):
+            return
+        entry: dict[str, Any] = {
+            "ts": round(ctx.received_at, 3),
+            "decision_id": ctx.decision_id,
+            "rule": rule,
+            "decision": kind,
+            "status": status,
+            "method": ctx.method,
+            "path": ctx.path,
+            "client_ip": ctx.client_ip,
+            "principal": ctx.principal.id if ctx.principal else None,
+            "latency_ms": round(elapsed * 1000, 3),
+        }
+        if not isinstance(decision, Allow):
+            entry["reason"] = decision.reason
+            entry["guard"] = outcome.guard
+        elif reason:
+            entry["reason"] = reason
+        if outcome.would_have is not None:
+            would = outcome.would_have
+            entry["shadow"] = {"decision": would.kind, "reason": getattr(would, "reason", ""),
+                               "guard": outcome.would_have_guard}
+        if ctx.signals:
+            entry["signals"] = [{"name": s.name, "weight": s.weight, "evidence": s.evidence} for s in ctx.signals]
+        if outcome.failures:
+            entry["guard_failures"] = [{"guard": f.guard, "applied": f.applied} for f in outcome.failures]
+        self.decisions.write(entry)
+
+    def record_refusal(self, scope: dict[str, Any], decision_id: str, status: int, reason: str,
+                       started: float) -> None:
+        client = scope.get("client")
+        self.metrics.observe_request("none", "deny", status, time.perf_counter() - started)
+        self.decisions.write({
+            "ts": round(self.clock.now(), 3), "decision_id": decision_id, "rule": None, "decision": "deny",
+            "status": status, "reason": reason, "method": scope.get("method"),
+            "raw_path": (scope.get("raw_path") or b"")[:512].decode("latin-1"),
+            "client_ip": client[0] if client else None,
+        })
+
+    async def ready(self) -> dict[str, bool]:
+        """Readiness of each dependency, for /readyz."""
+        checks: dict[str, bool] = {}
+        try:
+            checks["state"] = await self.store.ping()
+        except Exception:  # a store that raises on ping is simply not ready
+            checks["state"] = False
+        checks["upstream"] = await self._upstream_reachable()
+        return checks
+
+    async def _upstream_reachable(self) -> bool:
+        up = self.policy.upstream
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(up.host, up.port), up.connect_timeout)
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        return True
+
+    async def aclose(self) -> None:
+        await self.pool.close()
+        await self.store.close()
+        self.decisions.close()

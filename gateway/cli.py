@@ -1,0 +1,199 @@
+"""The ``tsgate`` command: run | demo | policy check | policy schema.
+
+Settings come from flags, else ``TSGATE_*`` environment variables, else defaults. Errors are one
+clear line on stderr and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gateway.core.errors import ConfigError
+from policies.loader import PolicyError, load_policy, with_overrides
+from policies.model import Policy
+
+__all__ = ["main"]
+
+DEMO_POLICY = Path(__file__).parent / "demo" / "policy.yaml"
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get("TSGATE_" + name, default)
+
+
+def _int_env(name: str, default: int) -> int:
+    value = _env(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"TSGATE_{name}: {value!r} is not a number") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tsgate", description="Security and trust-and-safety gateway.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the gateway with a policy file")
+    run.add_argument("--policy", default=_env("POLICY"), help="policy YAML (env TSGATE_POLICY)")
+    run.add_argument("--workers", type=int, default=None, help="worker processes (env TSGATE_WORKERS, default 1)")
+    run.add_argument("--state", default=_env("STATE"), help="state URL overriding the policy (env TSGATE_STATE)")
+    run.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="proxy listen address")
+    run.add_argument("--port", type=int, default=None, help="proxy port (env TSGATE_PORT, default 8080)")
+    run.add_argument("--admin-host", default=_env("ADMIN_HOST", "127.0.0.1"), help="admin listen address")
+    run.add_argument("--admin-port", type=int, default=None, help="admin port (env TSGATE_ADMIN_PORT, default 9090)")
+
+    demo = sub.add_parser("demo", help="run the demo backend with the gateway in front of it")
+    demo.add_argument("--port", type=int, default=8080)
+    demo.add_argument("--admin-port", type=int, default=9090)
+    demo.add_argument("--backend-port", type=int, default=8000)
+
+    policy = sub.add_parser("policy", help="policy tools")
+    psub = policy.add_subparsers(dest="policy_command", required=True)
+    check = psub.add_parser("check", help="validate a policy file")
+    check.add_argument("file")
+    psub.add_parser("schema", help="print the policy JSON Schema")
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from gateway.api.auth import admin_token_from_env
+    from gateway.server import ServeOptions, serve
+
+    if not args.policy:
+        raise ConfigError("--policy (or TSGATE_POLICY) is required")
+    workers = args.workers if args.workers is not None else _int_env("WORKERS", 1)
+    if workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    overrides: dict[str, Any] = {"state": args.state} if args.state else {}
+    loaded = with_overrides(load_policy(args.policy), overrides)
+    if workers > 1 and loaded.policy.state.startswith("memory://"):
+        raise ConfigError(
+            f"--workers {workers} with state memory:// would give each worker its own limits and "
+            "revocations; use a shared store: --state redis://127.0.0.1:6379/0 (or state: in the policy)"
+        )
+    opts = ServeOptions(
+        host=args.host,
+        port=args.port if args.port is not None else _int_env("PORT", 8080),
+        admin_host=args.admin_host,
+        admin_port=args.admin_port if args.admin_port is not None else _int_env("ADMIN_PORT", 9090),
+        workers=workers,
+        admin_token=admin_token_from_env(),
+        overrides=overrides,
+    )
+    return serve(loaded, opts)
+
+
+def _wait_http(url: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=0.5) as response:  # noqa: S310 - local URL we built
+                return bool(response.status < 500)
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    token = os.environ.get("TSGATE_ADMIN_TOKEN") or secrets.token_urlsafe(24)
+    env = {**os.environ, "TSGATE_ADMIN_TOKEN": token}
+    backend = subprocess.Popen(
+        [sys.executable, "-m", "gateway.demo", "--host", "127.0.0.1", "--port", str(args.backend_port)]
+    )
+    gateway: subprocess.Popen[bytes] | None = None
+    try:
+        if not _wait_http(f"http://127.0.0.1:{args.backend_port}/api/health", 15):
+            raise ConfigError(f"the demo backend did not start on port {args.backend_port}")
+        policy_file = _demo_policy_file(args.backend_port)
+        gateway = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "run", "--policy", str(policy_file),
+             "--port", str(args.port), "--admin-port", str(args.admin_port)],
+            env=env,
+        )
+        if not _wait_http(f"http://127.0.0.1:{args.admin_port}/healthz", 15):
+            raise ConfigError(f"the gateway did not start on ports {args.port}/{args.admin_port}")
+        proxy = f"http://127.0.0.1:{args.port}"
+        print(
+            f"\ntsgate demo is running\n"
+            f"  proxy    {proxy}   (what clients talk to)\n"
+            f"  admin    http://127.0.0.1:{args.admin_port}   (token: {token})\n"
+            f"  backend  http://127.0.0.1:{args.backend_port}   (the demo social API)\n"
+            f"  policy   {policy_file}\n\n"
+            f"Try:\n"
+            f"  curl -s {proxy}/api/debug/echo -H 'X-Tsgate-User: mallory' | python3 -m json.tool\n"
+            f"  curl -si '{proxy}/api/posts/%2e%2e/admin'\n"
+            f"  curl -s -H 'Authorization: Bearer {token}' http://127.0.0.1:{args.admin_port}/policy\n\n"
+            f"Ctrl+C stops everything.\n",
+            flush=True,
+        )
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        while backend.poll() is None and gateway.poll() is None:
+            time.sleep(0.5)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for proc in (gateway, backend):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+def _demo_policy_file(backend_port: int) -> Path:
+    """The embedded demo policy, pointed at the backend's port when it is not the default."""
+    if backend_port == 8000:
+        return DEMO_POLICY
+    text = DEMO_POLICY.read_text(encoding="utf-8").replace("127.0.0.1:8000", f"127.0.0.1:{backend_port}")
+    out = Path(os.environ.get("TMPDIR", "/tmp")) / f"tsgate-demo-{backend_port}.yaml"
+    out.write_text(text, encoding="utf-8")
+    return out
+
+
+def _cmd_policy(args: argparse.Namespace) -> int:
+    if args.policy_command == "schema":
+        print(json.dumps(Policy.model_json_schema(), indent=2))
+        return 0
+    loaded = load_policy(args.file)
+    rules = loaded.policy.routes
+    print(f"{args.file}: OK ({len(rules)} routes, sha256 {loaded.sha256[:12]})")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _cmd_run(args)
+        if args.command == "demo":
+            return _cmd_demo(args)
+        return _cmd_policy(args)
+    except PolicyError as exc:
+        print(f"tsgate: invalid policy {exc.source}:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:
+        print(f"tsgate: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"tsgate: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""The policy file's model. Validated once at load, immutable after (``frozen=True``); unknown
+fields are errors (``extra="forbid"``), so a typo never silently disables a defence."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+__all__ = [
+    "Duration",
+    "IpListConfig",
+    "LogConfig",
+    "Match",
+    "Policy",
+    "RequestConfig",
+    "Rule",
+    "Size",
+    "UpstreamConfig",
+]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$")
+_SIZE_UNITS = {None: 1, "B": 1, "KB": 1000, "KiB": 1024, "MB": 10**6, "MiB": 2**20, "GB": 10**9, "GiB": 2**30}
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+RULE_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+
+def _duration(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("a duration like '500ms', '2s' or '1m'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if match is None:
+            raise ValueError(f"{value!r} is not a duration (use e.g. '500ms', '2s', '1m')")
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError("a duration must be positive")
+    return seconds
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("a size like '64KiB' or '1MiB'")
+    if isinstance(value, int):
+        size = value
+    else:
+        match = _SIZE.match(str(value))
+        if match is None:
+            raise ValueError(f"{value!r} is not a size (use e.g. '64KiB', '1MiB')")
+        size = int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+    if size <= 0:
+        raise ValueError("a size must be positive")
+    return size
+
+
+def _cidr(value: Any) -> str:
+    try:
+        return str(ipaddress.ip_network(str(value), strict=False))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address or CIDR") from None
+
+
+Duration = Annotated[float, BeforeValidator(_duration)]
+Size = Annotated[int, BeforeValidator(_size)]
+Cidr = Annotated[str, BeforeValidator(_cidr)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class UpstreamConfig(Strict):
+    url: str = Field(description="Base URL of the backend, e.g. http://127.0.0.1:8000 (http only).")
+    connect_timeout: Duration = Field(1.0, description="Seconds to open a connection (e.g. '1s').")
+    read_timeout: Duration = Field(30.0, description="Seconds to wait for response headers or body data.")
+    max_connections: int = Field(512, ge=1, le=65535, description="Pooled connections at most.")
+    host_header: Literal["upstream", "preserve"] = Field(
+        "upstream",
+        description="'upstream' sends the upstream's own host (safe when the backend builds URLs from "
+        "Host); 'preserve' forwards the client's Host. The client's Host is always in X-Forwarded-Host.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"{value!r} must be an http:// URL with a host (TLS: terminate in front)")
+        if parts.path not in ("", "/") or parts.query:
+            raise ValueError("the upstream URL takes no path or query; paths are forwarded as received")
+        return value.rstrip("/")
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or 80
+
+    @property
+    def netloc(self) -> str:
+        return urlsplit(self.url).netloc
+
+
+class RequestConfig(Strict):
+    max_body_bytes: Size = Field(1 << 20, description="Bodies a guard buffers; past it: 413.")
+    max_header_bytes: Size = Field(32 << 10, description="Request line and headers together; past it: 431.")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="If set, requests whose Host is not listed get 400 (a leading '*.' matches subdomains).",
+    )
+
+
+class IpListConfig(Strict):
+    allow: list[Cidr] = Field(default_factory=list, description="If set, only these CIDRs pass.")
+    deny: list[Cidr] = Field(default_factory=list, description="These CIDRs are refused (checked first).")
+
+
+class Match(Strict):
+    methods: list[str] | None = Field(None, description="HTTP methods; omitted means any.")
+    path: str = Field(description="Path template: literal segments, {param} (one segment), '/**' at the end.")
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        upper = [m.upper() for m in value]
+        for method in upper:
+            if method not in METHODS:
+                raise ValueError(f"{method!r} is not one of {', '.join(METHODS)}")
+        return upper
+
+    @field_validator("path")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        from policies.matcher import parse_template
+
+        parse_template(value)  # raises ValueError with the reason
+        return value
+
+
+class Rule(Strict):
+    id: str = Field(description="Stable rule id, used in logs, metrics and decision ids' records.")
+    match: Match = Field(description="Which requests the rule covers.")
+    mode: Literal["enforce", "shadow", "off"] = Field(
+        "enforce", description="enforce; shadow (record what would happen, allow); off (rule ignored)."
+    )
+    ip: IpListConfig | None = Field(None, description="IP allow/deny lists for this rule.")
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not RULE_ID.match(value):
+            raise ValueError(f"{value!r} must be lower-case letters, digits, '_', '.', '-' (max 64)")
+        return value
+
+
+class LogConfig(Strict):
+    decisions: Literal["all", "non_allow", "none"] = Field(
+        "all", description="Which decisions get a JSON log line on stderr."
+    )
+    decision_log: str | None = Field(None, description="Also append every decision to this JSONL file.")
+    decision_log_max_bytes: Size = Field(100 << 20, description="Rotate the JSONL file at this size.")
+    decision_log_backups: int = Field(5, ge=0, le=1000)
+
+
+class Policy(Strict):
+    version: Literal[1] = Field(1, description="Policy format version.")
+    upstream: UpstreamConfig = Field(description="The backend tsgate protects.")
+    state: str = Field("memory://", description="memory:// (one process) or redis://host:port/db.")
+    database: str = Field("sqlite+aiosqlite:///tsgate.db", description="Durable records (SQLAlchemy URL).")
+    trusted_proxies: list[Cidr] = Field(
+        default_factory=list, description="Peers whose X-Forwarded-For is believed (right-most untrusted hop)."
+    )
+    prefix: str = Field("/_tsgate/", description="Reserved path prefix for tsgate's own endpoints.")
+    default: Literal["allow", "deny"] = Field("allow", description="What happens when no rule matches.")
+    request: RequestConfig = Field(default_factory=lambda: RequestConfig(), description="Request size limits.")
+    ip: IpListConfig | None = Field(None, description="IP lists applied before every rule.")
+    routes: list[Rule] = Field(default_factory=list, description="Rules; the first match in file order wins.")
+    log: LogConfig = Field(default_factory=lambda: LogConfig(), description="Decision logging.")
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not re.fullmatch(r"/[A-Za-z0-9_.-]+/", value):
+            raise ValueError("the prefix must look like '/_tsgate/'")
+        return value
+
+    @field_validator("state")
+    @classmethod
+    def _state(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme not in ("memory", "redis", "rediss", "unix"):
+            raise ValueError(f"{value!r}: state must be memory:// or redis://host:port/db")
+        return value
+
+    @field_validator("routes")
+    @classmethod
+    def _unique_ids(cls, routes: list[Rule]) -> list[Rule]:
+        seen: set[str] = set()
+        for index, rule in enumerate(routes):
+            if rule.id in seen:
+                raise ValueError(f"routes[{index}].id {rule.id!r} is used by an earlier route")
+            seen.add(rule.id)
+        return routes

@@ -1,0 +1,62 @@
+"""The guard registry: route-config section name → guard factory, with a fixed stage order.
+
+Stages follow the request path in DESIGN.md: network lists, ip limits, authn, captcha, user
+limits, content and follow moderation. A new defence registers a name; the proxy never changes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.core.guard import Guard
+from gateway.core.services import GuardServices
+from policies.ipfilter import IpFilterGuard
+from policies.model import Policy, Rule
+
+__all__ = ["GuardFactory", "GuardRegistry", "default_registry"]
+
+GuardFactory = Callable[[Rule, Policy, GuardServices], list[Guard]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    name: str
+    stage: int
+    factory: GuardFactory
+
+
+class GuardRegistry:
+    """An explicit registry object (no import-time globals); each app or test builds its own."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _Entry] = {}
+
+    def register(self, name: str, stage: int, factory: GuardFactory) -> None:
+        if name in self._entries:
+            raise ValueError(f"a guard named {name!r} is already registered")
+        self._entries[name] = _Entry(name, stage, factory)
+
+    @property
+    def names(self) -> list[str]:
+        return [e.name for e in sorted(self._entries.values(), key=lambda e: e.stage)]
+
+    def build(self, rule: Rule, policy: Policy, services: GuardServices) -> list[Guard]:
+        """The rule's guards in stage order."""
+        guards: list[Guard] = []
+        for entry in sorted(self._entries.values(), key=lambda e: e.stage):
+            guards.extend(entry.factory(rule, policy, services))
+        return guards
+
+
+def _ip_guards(rule: Rule, policy: Policy, services: GuardServices) -> list[Guard]:
+    guards: list[Guard] = []
+    for lists in (policy.ip, rule.ip):
+        if lists is not None and (lists.allow or lists.deny):
+            guards.append(IpFilterGuard(lists.allow, lists.deny))
+    return guards
+
+
+def default_registry() -> GuardRegistry:
+    registry = GuardRegistry()
+    registry.register("ip", 10, _ip_guards)
+    return registry
