@@ -153,7 +153,7 @@ class Gateway:
 
     def peer_trusted(self, scope: dict[str, Any]) -> bool:
         client = scope.get("client")
-        return bool(client) and self.trusted.trusts(client[0])
+        return client is not None and self.trusted.trusts(client[0])
 
     def ws_url(self, target: bytes, query: bytes) -> str:
         url = "ws://" + self.policy.upstream.netloc + target.decode("ascii")

@@ -12,6 +12,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Sequence
@@ -159,7 +160,7 @@ def _demo_policy_file(backend_port: int) -> Path:
     if backend_port == 8000:
         return DEMO_POLICY
     text = DEMO_POLICY.read_text(encoding="utf-8").replace("127.0.0.1:8000", f"127.0.0.1:{backend_port}")
-    out = Path(os.environ.get("TMPDIR", "/tmp")) / f"tsgate-demo-{backend_port}.yaml"
+    out = Path(tempfile.gettempdir()) / f"tsgate-demo-{backend_port}.yaml"
     out.write_text(text, encoding="utf-8")
     return out
 

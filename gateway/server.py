@@ -291,8 +291,8 @@ def _supervise(loaded: LoadedPolicy, opts: ServeOptions, proxy_sock: socket.sock
             break
         except InterruptedError:
             continue
-        slot = children.pop(pid, None)
-        if slot is not None and not stopping:
+        slot = children.pop(pid, -1)
+        if slot >= 0 and not stopping:
             log.error("worker %d exited (status %d); starting a replacement", pid, status)
             spawn(slot)
     return 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.core.clock import Clock, SystemClock
 from gateway.core.state.base import StateStore
@@ -13,4 +13,4 @@ __all__ = ["GuardServices"]
 @dataclass(frozen=True, slots=True)
 class GuardServices:
     store: StateStore
-    clock: Clock = SystemClock()
+    clock: Clock = field(default_factory=SystemClock)

@@ -46,7 +46,7 @@ async def proxy_websocket(
         upstream = await connect(
             url,
             additional_headers=headers,
-            subprotocols=scope.get("subprotocols") or None,  # type: ignore[arg-type]
+            subprotocols=scope.get("subprotocols") or None,
             compression=None,
             open_timeout=connect_timeout,
             user_agent_header=None,
