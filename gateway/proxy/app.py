@@ -46,20 +46,6 @@ class _Refusal(Exception):
         self.status, self.reason, self.detail = status, reason, detail
 
 
-class _ResponseTracker:
-    """Wraps ``send`` to know whether a response has started (so a bug can still be answered)."""
-
-    __slots__ = ("_send", "started")
-
-    def __init__(self, send: Send) -> None:
-        self._send = send
-        self.started = False
-
-    async def __call__(self, message: dict[str, Any]) -> None:
-        self.started = True
-        await self._send(message)
-
-
 class ProxyApp:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
@@ -68,13 +54,13 @@ class ProxyApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            started = _ResponseTracker(send)
             try:
-                await self.handle_http(scope, receive, started)
+                await self.handle_http(scope, receive, send)
             except Exception:  # a bug: log it with the traceback, answer without it
                 log.exception("unhandled error in the proxy")
                 self.gateway.metrics.refused.labels("internal.error").inc()
-                if not started.started:
+                # If the response already started, uvicorn refuses a second start: nothing to add.
+                with contextlib.suppress(Exception):
                     await send_problem(send, 500, "internal.error", new_decision_id(),
                                        "tsgate hit an unexpected error; it has been logged.")
         elif kind == "websocket":

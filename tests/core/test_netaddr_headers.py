@@ -89,3 +89,21 @@ def test_response_hop_by_hop_removed() -> None:
         (b"transfer-encoding", b"chunked"), (b"keep-alive", b"timeout=4"),
     ])
     assert out == [(b"content-type", b"text/plain")]
+
+
+header_names = st.sampled_from([b"host", b"connection", b"content-length", b"transfer-encoding", b"x-tsgate-user",
+                                b"x-forwarded-for", b"x-a", b"cookie", b"upgrade", b"keep-alive"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(header_names, st.binary(max_size=30)), max_size=12))
+def test_inbound_hygiene_properties(headers: list[tuple[bytes, bytes]]) -> None:
+    """Whatever the client sends, no kept header is identity, forwarding, framing or hop-by-hop,
+    and every kept header was sent by the client in the same order."""
+    inbound = read_inbound(headers)
+    for name, _ in inbound.kept:
+        assert not name.startswith(b"x-tsgate-")
+        assert name not in (b"host", b"connection", b"content-length", b"transfer-encoding", b"x-forwarded-for",
+                            b"upgrade", b"keep-alive")
+    it = iter(headers)
+    assert all(any(pair == sent for sent in it) for pair in inbound.kept)
