@@ -67,7 +67,8 @@ routes:
     assert all(f.stat().st_size <= 4096 for f in files)
     newest = [json.loads(line) for line in log_file.read_text().splitlines()]
     assert newest and newest[-1]["decision_id"] == ids[-1]
-    assert {"decision_id", "rule", "decision", "status", "method", "path", "client_ip", "latency_ms"} <= newest[-1].keys()
+    expected = {"decision_id", "rule", "decision", "status", "method", "path", "client_ip", "latency_ms"}
+    assert expected <= newest[-1].keys()
     assert gw.log_lines() == []  # decisions: none keeps stderr quiet
 
 
