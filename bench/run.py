@@ -48,6 +48,10 @@ class BenchError(Exception):
     """A problem that ends the run with a clear message (and cleanup), not a traceback."""
 
 
+class Interrupted(Exception):
+    """Ctrl+C, SIGTERM or SIGHUP: stop everything and exit 130."""
+
+
 # --------------------------------------------------------------------------------------------------
 # Scenarios
 
@@ -90,10 +94,13 @@ class Scenario:
     env: Mapping[str, str] = field(default_factory=dict)
     expect_status: int = 200
     prepare: Callable[[Scenario, BenchContext], Scenario] | None = None
+    workers: int | None = None  # None: the --workers option; above 1 the state is Redis
 
 
 SCENARIOS: list[Scenario] = [
     Scenario("pass-through"),
+    # The same gateway as an operator runs it on this 2-core machine: `tsgate run --workers 2`.
+    Scenario("pass-through-2w", workers=2),
 ]
 
 
@@ -159,8 +166,34 @@ class Processes:
             self.stop(proc)
 
 
-def _raise_interrupt(signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+class StopFlag:
+    """Signals only set a flag; the polling loops below check it and raise ``Interrupted``.
+
+    Raising from the handler instead (Python's default for SIGINT) can land inside
+    ``Popen.wait`` while it holds its internal lock: the lock leaks and the cleanup's own
+    ``wait`` then blocks forever, leaving the children running. Seen here, hence the flag."""
+
+    signum: int | None = None
+
+    @classmethod
+    def handler(cls, signum: int, _frame: object) -> None:
+        cls.signum = signum
+
+    @classmethod
+    def check(cls) -> None:
+        if cls.signum is not None:
+            raise Interrupted(signal.Signals(cls.signum).name)
+
+
+def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Wait for ``proc`` to exit, interruptibly; False on timeout."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None:
+        StopFlag.check()
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 # --------------------------------------------------------------------------------------------------
@@ -210,6 +243,7 @@ def wait_ready(
         status = probe(port, sc)
         if status == expected:
             return
+        StopFlag.check()
         time.sleep(0.1)
     got = "no answer" if status is None else f"status {status}"
     raise BenchError(f"{name} did not answer {expected} on port {port} within {START_TIMEOUT:.0f}s "
@@ -281,8 +315,9 @@ def start_tsgate(procs: Processes, sc: Scenario, ctx: BenchContext, port: int) -
     python = REPO / ".venv" / "bin" / "python"
     argv = [str(python if python.exists() else sys.executable), "-m", "gateway.cli", "run",
             "--policy", str(policy_file), "--port", str(port), "--admin-port", str(free_port())]
-    if ctx.workers > 1:
-        argv += ["--workers", str(ctx.workers), "--state", REDIS_STATE]
+    workers = sc.workers or ctx.workers
+    if workers > 1:
+        argv += ["--workers", str(workers), "--state", REDIS_STATE]
     env = {**os.environ, "TSGATE_ADMIN_TOKEN": secrets.token_hex(16), **sc.env}
     log = ctx.tmp / f"tsgate-{sc.name}.log"
     proc = procs.start(argv, log, env)
@@ -403,9 +438,8 @@ class Wrk:
         log = self.tmp / f"wrk-{self._runs}.out"
         proc = self.procs.start(argv, log)
         try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise BenchError(f"wrk did not finish within {timeout:.0f}s: {shlex.join(argv)}") from None
+            if not wait_exit(proc, timeout):
+                raise BenchError(f"wrk did not finish within {timeout:.0f}s: {shlex.join(argv)}")
         finally:
             self.procs.stop(proc)
         output = log.read_text(encoding="utf-8", errors="replace")
@@ -462,6 +496,12 @@ def added_latency_lines(report: Report) -> list[str]:
 
 def warnings(report: Report) -> list[str]:
     out = []
+    # nginx serving `return 200` directly is ~3x nginx proxying it; far less means something else
+    # was using the CPUs during the run (this machine is shared), so the ratios are suspect.
+    direct_ratio = ratio(report.throughput["direct"], report.throughput[ANCHOR])
+    if direct_ratio < 2.0:
+        out.append(f"WARNING: direct is only {direct_ratio:.2f}x nginx-proxy (usually ~3x): the machine "
+                   "was probably busy during the run; rerun before trusting the ratios")
     for group, results in (("throughput", report.throughput), ("fixed load", report.fixed)):
         for name, r in results.items():
             if r.non_2xx or r.socket_errors:
@@ -487,15 +527,18 @@ DOCS_INTRO = f"""\
 # Performance
 
 How to run: `make bench` (it installs nginx-light and wrk via `scripts/bench-deps.sh` if missing,
-then runs `.venv/bin/python bench/run.py $(BENCH_ARGS)`; see `--help` for the wrk flags and
-`--workers N`). Each run appends a section below, with its date, commit and exact command.
+then runs `.venv/bin/python bench/run.py`; pass options as `make bench BENCH_ARGS="--workers 2"`,
+see `bench/run.py --help`). About one minute. Each run appends a section below with its date
+(UTC), commit and exact command; the last stdout lines are `RATIO <scenario> <ratio>`.
 
 Method: everything is measured in one run, side by side, on a 2-core machine that wrk, nginx and
 tsgate share, so absolute rps figures mean little; compare the **ratio to the nginx-proxy row**.
 Rows: `direct` (wrk straight at an nginx `return 200` upstream), `nginx-proxy` (nginx reverse proxy,
 one worker, keepalive upstream pool: the anchor) and one row per tsgate scenario. Each row gets a
 warm-up, then a fixed-duration `wrk --latency` run (rps, p50, p99, non-2xx). Latency overhead is
-measured at a fixed, low load (far from saturation) and reported as p50/p99 minus the direct row's.
+measured at a low, paced load (far from saturating nginx) and reported as p50/p99 minus the direct
+row's. Without wrk2 the pace is a fixed pause per connection (wrk Lua `delay()`), so a slower row
+is offered somewhat fewer rps; each row's achieved rps is printed next to its latencies.
 Targets: pass-through >= 0.30 x nginx-proxy; added latency at ~1k rps p50 <= 0.5 ms, p99 <= 2 ms.
 
 {RUNS_MARKER}
@@ -565,7 +608,7 @@ def find_tools(workers: int) -> tuple[str, str, bool]:
     wrk = wrk2 or shutil.which("wrk")
     if wrk is None:
         raise BenchError("wrk not found; run scripts/bench-deps.sh (Debian: apt-get install wrk)")
-    if workers > 1 and not redis_answers(REDIS_STATE):
+    if (workers > 1 or any((s.workers or 1) > 1 for s in SCENARIOS)) and not redis_answers(REDIS_STATE):
         raise BenchError(f"--workers {workers} needs Redis for shared state; {REDIS_STATE} does not answer")
     return nginx, wrk, wrk2 is not None
 
@@ -583,9 +626,13 @@ def fixed_load(args: argparse.Namespace) -> tuple[Load, str]:
 
 
 @contextmanager
-def signals_raise() -> Iterator[None]:
-    """SIGTERM/SIGHUP unwind like Ctrl+C, so the finally blocks stop every child."""
-    previous = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+def stop_on_signals() -> Iterator[None]:
+    """Ctrl+C, SIGTERM and SIGHUP end the run through ``StopFlag``, so the finally blocks stop
+    every child. A SIGINT that was ignored when we started (a background job) stays ignored."""
+    wanted = [signal.SIGTERM, signal.SIGHUP]
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        wanted.append(signal.SIGINT)
+    previous = {s: signal.signal(s, StopFlag.handler) for s in wanted}
     try:
         yield
     finally:
@@ -633,7 +680,7 @@ def main(argv: list[str]) -> int:
     command = shlex.join([python, os.path.relpath(os.path.abspath(__file__), REPO), *argv])
     procs = Processes()
     try:
-        with signals_raise(), tempfile.TemporaryDirectory(prefix="tsgate-bench-") as tmp_name:
+        with stop_on_signals(), tempfile.TemporaryDirectory(prefix="tsgate-bench-") as tmp_name:
             try:
                 report = run_bench(args, procs, Path(tmp_name))
             finally:
@@ -641,7 +688,7 @@ def main(argv: list[str]) -> int:
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except Interrupted:
         print("bench: interrupted; all processes stopped", file=sys.stderr)
         return 130
     seconds = time.monotonic() - t0
