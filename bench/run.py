@@ -97,10 +97,30 @@ class Scenario:
     workers: int | None = None  # None: the --workers option; above 1 the state is Redis
 
 
+def _mint_access_token(sc: Scenario, ctx: BenchContext) -> Scenario:
+    """Keys shared with the gateway through its environment, and a valid access token for wrk."""
+    from authn.keys import AesKeyRing, SigningKeyRing
+    from authn.tokens import AccessTokens
+
+    ring = SigningKeyRing.generate()
+    token, _ = AccessTokens(ring, issuer="tsgate", audience="tsgate", ttl=3600).issue(
+        "bench-user-id", ["user"], "bench-session", extra={"name": "bench"})
+    env = {**sc.env, "TSGATE_SIGNING_KEYS": ring.to_json(), "TSGATE_REFRESH_KEYS": AesKeyRing.generate().to_json()}
+    policy = merge(sc.policy, {"database": f"sqlite+aiosqlite:///{ctx.tmp / (sc.name + '.db')}"})
+    return replace(sc, env=env, policy=policy, headers={**sc.headers, "Authorization": f"Bearer {token}"})
+
+
+AUTH_POLICY: dict[str, Any] = {
+    "auth": {"access_ttl": "1h"},
+    "routes": [{"id": "api", "match": {"path": "/**"}, "auth": "required"}],
+}
+
 SCENARIOS: list[Scenario] = [
     Scenario("pass-through"),
     # The same gateway as an operator runs it on this 2-core machine: `tsgate run --workers 2`.
     Scenario("pass-through-2w", workers=2),
+    # JWT verify (EdDSA) + revocation lookup (memory) + X-Tsgate-User/-Roles + a signed assertion.
+    Scenario("auth-pipeline", policy=AUTH_POLICY, prepare=_mint_access_token),
 ]
 
 

@@ -6,12 +6,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from authn.endpoints import AuthEndpoints
+from authn.runtime import AuthnRuntime
+from gateway.core.asgi import Receive, Send
 from gateway.core.clock import Clock, SystemClock
 from gateway.core.context import RequestContext
 from gateway.core.decisions import ALLOW, Allow
+from gateway.core.errors import ConfigError
 from gateway.core.netaddr import TrustedProxies
 from gateway.core.paths import PathCanonicalizer
 from gateway.core.pipeline import Outcome
@@ -23,11 +28,14 @@ from gateway.proxy.forward import BodyPlan
 from gateway.proxy.headers import Inbound
 from gateway.proxy.upstream import UpstreamPool
 from policies.compiled import CompiledPolicy
+from policies.features import build_authn
 from policies.loader import LoadedPolicy, PolicyError, load_policy, load_policy_text, with_overrides
 from policies.model import Policy
 from policies.registry import GuardRegistry, default_registry
 
-__all__ = ["Gateway", "ReloadResult"]
+__all__ = ["Gateway", "InternalHandler", "ReloadResult"]
+
+InternalHandler = Callable[[RequestContext, Receive, Send], Awaitable[int]]
 
 log = logging.getLogger("tsgate")
 
@@ -68,7 +76,6 @@ class Gateway:
         self.clock = clock or SystemClock()
         self.store = store or store_from_url(policy.state, clock=self.clock)
         self.services = GuardServices(self.store, self.clock)
-        self.registry = registry or default_registry()
         self.metrics = Metrics()
         self.decisions = decision_log or DecisionLog(
             to_stderr=policy.log.decisions,
@@ -76,6 +83,9 @@ class Gateway:
             max_bytes=policy.log.decision_log_max_bytes,
             backups=policy.log.decision_log_backups,
         )
+        self.authn = build_authn(policy, self.store, self.clock)
+        self.registry = registry or default_registry(authn=self.authn)
+        self.internal: dict[str, InternalHandler] = {}
         self.canonicalize = PathCanonicalizer()
         self.allow_outcome = Outcome(ALLOW)
         self.no_body = BodyPlan()
@@ -96,6 +106,7 @@ class Gateway:
 
     def _apply(self, compiled: CompiledPolicy, actor: str) -> None:
         policy = compiled.policy
+        self.internal = AuthEndpoints(self.authn, policy.prefix).routes() if self.authn is not None else {}
         self.trusted = TrustedProxies(policy.trusted_proxies)
         hosts = policy.request.allowed_hosts
         self.allowed_hosts: tuple[str, ...] | None = tuple(h.lower() for h in hosts) if hosts else None
@@ -117,11 +128,20 @@ class Gateway:
             old = self.policy
             if new.state != old.state or new.database != old.database:
                 raise PolicyError(loaded.source, ["state/database: changing stores needs a restart"])
-            compiled = CompiledPolicy(loaded, self.registry, self.services)
-        except PolicyError as exc:
+            if (new.auth is None) != (self.authn is None):
+                raise PolicyError(loaded.source, ["auth: adding or removing the auth section needs a restart"])
+            authn = self._reload_authn(new)
+            registry = default_registry(authn=authn) if authn is not None else self.registry
+            compiled = CompiledPolicy(loaded, registry, self.services)
+        except ConfigError as exc:
+            problems = exc.problems if isinstance(exc, PolicyError) else [str(exc)]
             self.metrics.reloads.labels("rejected").inc()
             log.error("policy reload rejected, keeping %s: %s", self.compiled.sha256[:12], exc)
-            return ReloadResult(False, self.compiled.sha256, exc.problems)
+            return ReloadResult(False, self.compiled.sha256, problems)
+        if authn is not None and authn is not self.authn:
+            old_authn, self.authn, self.registry = self.authn, authn, registry
+            if old_authn is not None and old_authn.hasher is not authn.hasher:
+                old_authn.hasher.close()  # queued hashes still finish; the database engine is shared
         if new.upstream != old.upstream:
             old_pool, self.pool = self.pool, self._new_pool(new)
             old_pool.closed = True  # in-flight requests finish; idle connections close on release
@@ -129,6 +149,18 @@ class Gateway:
         self.metrics.reloads.labels("applied").inc()
         log.info("policy %s loaded by %s", compiled.sha256[:12], actor)
         return ReloadResult(True, compiled.sha256)
+
+    def _reload_authn(self, policy: Policy) -> AuthnRuntime | None:
+        """A new identity runtime for the new auth settings and the key files as they are now
+        (`tsgate keys rotate` then reload), sharing the database engine."""
+        if self.authn is None:
+            return None
+        return build_authn(policy, self.store, self.clock, database=self.authn.database, previous=self.authn)
+
+    async def start(self) -> None:
+        """Async start-up: database migrations for features that keep durable records."""
+        if self.authn is not None:
+            await self.authn.start()
 
     # -- request helpers used by the proxy --------------------------------------------------------
     def host_allowed(self, host: bytes | None) -> bool:
@@ -233,6 +265,8 @@ class Gateway:
         return True
 
     async def aclose(self) -> None:
+        if self.authn is not None:
+            await self.authn.close()
         await self.pool.close()
         await self.store.close()
         self.decisions.close()

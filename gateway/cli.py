@@ -26,6 +26,7 @@ from policies.model import Policy
 __all__ = ["main"]
 
 DEMO_POLICY = Path(__file__).parent / "demo" / "policy.yaml"
+DEMO_PASSWORD = "violet tangerine orbit forty-two"  # noqa: S105 - printed as an example to try
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -59,6 +60,28 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8080)
     demo.add_argument("--admin-port", type=int, default=9090)
     demo.add_argument("--backend-port", type=int, default=8000)
+
+    accounts = sub.add_parser("accounts", help="tsgate accounts (the identity provider's users)")
+    asub = accounts.add_subparsers(dest="accounts_command", required=True)
+    create = asub.add_parser("create", help="create an account, e.g. the first admin")
+    create.add_argument("--policy", default=_env("POLICY"), required=_env("POLICY") is None,
+                        help="policy YAML (its database: is used)")
+    create.add_argument("--username", required=True)
+    create.add_argument("--email", required=True)
+    create.add_argument("--role", action="append", choices=["user", "moderator", "admin"],
+                        help="repeatable; default user")
+    create.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+
+    keys = sub.add_parser("keys", help="signing and refresh-token key rings")
+    ksub = keys.add_subparsers(dest="keys_command", required=True)
+    gen = ksub.add_parser("generate", help="write a new key ring file (0600)")
+    gen.add_argument("--out", required=True)
+    gen.add_argument("--refresh", action="store_true", help="an AES-256 ring for refresh tokens")
+    gen.add_argument("--alg", choices=["EdDSA", "ES256"], default="EdDSA")
+    rot = ksub.add_parser("rotate", help="add a new active key; older keys keep verifying until dropped")
+    rot.add_argument("--file", required=True)
+    rot.add_argument("--refresh", action="store_true")
+    rot.add_argument("--alg", choices=["EdDSA", "ES256"], default=None)
 
     policy = sub.add_parser("policy", help="policy tools")
     psub = policy.add_subparsers(dest="policy_command", required=True)
@@ -110,8 +133,11 @@ def _wait_http(url: str, seconds: float) -> bool:
 def _cmd_demo(args: argparse.Namespace) -> int:
     token = os.environ.get("TSGATE_ADMIN_TOKEN") or secrets.token_urlsafe(24)
     env = {**os.environ, "TSGATE_ADMIN_TOKEN": token}
+    # The backend checks X-Tsgate-Assertion against the gateway's public keys.
+    backend_env = {**os.environ, "DEMO_TSGATE_JWKS_URL": f"http://127.0.0.1:{args.port}/.well-known/jwks.json"}
     backend = subprocess.Popen(
-        [sys.executable, "-m", "gateway.demo", "--host", "127.0.0.1", "--port", str(args.backend_port)]
+        [sys.executable, "-m", "gateway.demo", "--host", "127.0.0.1", "--port", str(args.backend_port)],
+        env=backend_env,
     )
     gateway: subprocess.Popen[bytes] | None = None
     try:
@@ -134,6 +160,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             f"  policy   {policy_file}\n\n"
             f"Try:\n"
             f"  curl -s {proxy}/api/debug/echo -H 'X-Tsgate-User: mallory' | python3 -m json.tool\n"
+            f"  curl -s {proxy}/_tsgate/auth/register -H 'content-type: application/json' -d \\\n"
+            f"       '{{\"username\":\"alice\",\"email\":\"alice@example.org\",\"password\":\"{DEMO_PASSWORD}\"}}'\n"
+            f"  curl -s {proxy}/_tsgate/auth/login -H 'content-type: application/json' -d \\\n"
+            f"       '{{\"login\":\"alice\",\"password\":\"{DEMO_PASSWORD}\"}}'\n"
             f"  curl -si '{proxy}/api/posts/%2e%2e/admin'\n"
             f"  curl -s -H 'Authorization: Bearer {token}' http://127.0.0.1:{args.admin_port}/policy\n\n"
             f"Ctrl+C stops everything.\n",
@@ -165,6 +195,61 @@ def _demo_policy_file(backend_port: int) -> Path:
     return out
 
 
+def _cmd_keys(args: argparse.Namespace) -> int:
+    from authn.keys import AesKeyRing, SigningKeyRing
+
+    if args.keys_command == "generate":
+        ring: AesKeyRing | SigningKeyRing = AesKeyRing.generate() if args.refresh else SigningKeyRing.generate(args.alg)
+        ring.save(args.out)
+        print(f"wrote {args.out}; set TSGATE_{'REFRESH' if args.refresh else 'SIGNING'}_KEYS_FILE={args.out}")
+        return 0
+    if args.refresh:
+        AesKeyRing.load(args.file).rotate().save(args.file)
+    else:
+        SigningKeyRing.load(args.file).rotate(alg=args.alg).save(args.file)
+    print(f"rotated {args.file}; reload the gateways (SIGHUP or POST /policy/reload) to start using it")
+    return 0
+
+
+def _cmd_accounts(args: argparse.Namespace) -> int:
+    import asyncio
+    import getpass
+
+    from authn.accounts import AccountStore
+    from authn.db import Database
+    from authn.errors import AccountExistsError
+    from authn.passwords import PROFILES, PasswordHasher, PasswordPolicy, PasswordProblem
+
+    policy = load_policy(args.policy).policy
+    auth = policy.auth
+    if auth is None:
+        raise ConfigError(f"{args.policy}: the policy has no auth: section")
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass("password: ")
+    checked = PasswordPolicy(auth.password.min_length, auth.password.max_length).check(
+        password, username=args.username, email=args.email)
+    if isinstance(checked, PasswordProblem):
+        raise ConfigError(f"password refused ({checked.reason}): {checked.detail}")
+
+    async def create() -> str:
+        database = Database(policy.database)
+        hasher = PasswordHasher(PROFILES[auth.password.profile])
+        try:
+            await database.migrate()
+            account = await AccountStore(database).create(args.username, args.email, await hasher.hash(checked),
+                                                          roles=tuple(args.role or ["user"]))
+            return account.id
+        finally:
+            hasher.close()
+            await database.dispose()
+
+    try:
+        account_id = asyncio.run(create())
+    except AccountExistsError:
+        raise ConfigError(f"an account named {args.username!r} or with that email exists") from None
+    print(f"created {args.username} ({account_id}) with roles {','.join(args.role or ['user'])}")
+    return 0
+
+
 def _cmd_policy(args: argparse.Namespace) -> int:
     if args.policy_command == "schema":
         print(json.dumps(Policy.model_json_schema(), indent=2))
@@ -182,6 +267,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_run(args)
         if args.command == "demo":
             return _cmd_demo(args)
+        if args.command == "keys":
+            return _cmd_keys(args)
+        if args.command == "accounts":
+            return _cmd_accounts(args)
         return _cmd_policy(args)
     except PolicyError as exc:
         print(f"tsgate: invalid policy {exc.source}:", file=sys.stderr)

@@ -24,6 +24,7 @@ from gateway.api.app import create_admin_app
 from gateway.app import Gateway
 from gateway.core.problem import problem_body
 from gateway.proxy.app import ProxyApp
+from policies.features import share_dev_keys
 from policies.loader import LoadedPolicy
 
 __all__ = ["BoundedHttpToolsProtocol", "ServeOptions", "serve"]
@@ -196,6 +197,7 @@ def _uvicorn_config(app: Any, *, http: Any) -> uvicorn.Config:
 async def _serve_worker(loaded: LoadedPolicy, opts: ServeOptions, proxy_sock: socket.socket,
                         admin_sock: socket.socket, parent_pid: int | None) -> None:
     gateway = Gateway(loaded, overrides=opts.overrides)
+    await gateway.start()
     proxy = ProxyApp(gateway)
     admin = create_admin_app(gateway, opts.admin_token)
     if parent_pid is not None:
@@ -241,6 +243,9 @@ def serve(loaded: LoadedPolicy, opts: ServeOptions) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGHUP, _remember_reload)
+    if loaded.policy.auth is not None:
+        for warning in share_dev_keys(os.environ):
+            print(f"tsgate: WARNING: {warning}", file=sys.stderr, flush=True)
     proxy_sock = _bind(opts.host, opts.port)
     admin_sock = _bind(opts.admin_host, opts.admin_port)
     print(f"tsgate: proxy on http://{opts.host}:{opts.port}, admin on http://{opts.admin_host}:{opts.admin_port}, "

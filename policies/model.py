@@ -8,10 +8,12 @@ import re
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
+    "AuthConfig",
     "Duration",
+    "ExternalAuthenticator",
     "IpListConfig",
     "LogConfig",
     "Match",
@@ -110,6 +112,81 @@ class UpstreamConfig(Strict):
         return urlsplit(self.url).netloc
 
 
+class PasswordConfig(Strict):
+    profile: Literal["owasp", "rfc9106-low-memory"] = Field(
+        "owasp",
+        description="argon2id parameters: 'owasp' (t=2, 19 MiB, p=1) or 'rfc9106-low-memory' (t=3, 64 MiB, p=4).")
+    min_length: int = Field(15, ge=8, le=64, description="NIST SP 800-63B-4: 15 for single-factor passwords.")
+    max_length: int = Field(256, ge=64, le=1024, description="A generous maximum (NIST: at least 64).")
+    max_concurrency: int = Field(2, ge=1, le=64, description="argon2 hashes computed at once (memory cap).")
+    max_queue: int = Field(64, ge=1, le=10000, description="Hashes waiting beyond this get 503 + Retry-After.")
+
+
+class LoginConfig(Strict):
+    challenge_after: int = Field(5, ge=1, le=99, description="Failures per login name before a Challenge.")
+    lock_after: int = Field(20, ge=2, le=99, description="Failures per login name before a temporary lock.")
+    lock_for: Duration = Field(900.0, description="How long a lock lasts, and the failure-count window.")
+    per_ip_failures: int = Field(50, ge=1, description="Failures per client IP in the window before 429.")
+    stuffing_distinct_logins: int = Field(
+        10, ge=2, description="Distinct login names from one IP (or /24, /64) in the window: credential stuffing.")
+
+
+class RefreshCookieConfig(Strict):
+    enabled: bool = Field(True, description="Also deliver the refresh token as an HttpOnly cookie.")
+    name: str = Field("tsgate_rt", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    secure: bool = Field(True, description="Send the cookie only over HTTPS (turn off only for local demos).")
+    same_site: Literal["strict", "lax"] = "strict"
+
+
+class ExternalAuthenticator(Strict):
+    """Verifies a backend's own JWTs and passes the request through unchanged."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$", description="Used in principal ids: ext:NAME:SUB.")
+    header: str = Field("authorization", description="Header carrying the credential.")
+    scheme: str = Field("Bearer", description="Scheme before the token, e.g. 'Token' for 'Token <jwt>'; '' for none.")
+    algorithms: list[Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "ES256", "ES384",
+                             "EdDSA"]] = Field(description="Accepted algorithms (explicit allow-list).")
+    secret_env: str | None = Field(None, description="Environment variable holding the HMAC secret (HS*).")
+    public_key_file: str | None = Field(None, description="PEM public key file (RS*/PS*/ES*/EdDSA).")
+    jwks_url: str | None = Field(None, description="JWKS URL, cached; re-fetched on an unknown kid (rate-bound).")
+    issuer: str | None = None
+    audience: str | None = None
+    subject_claim: str = "sub"
+    roles_claim: str | None = Field(None, description="Claim holding a list (or space-separated string) of roles.")
+    leeway: Duration = 30.0
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> ExternalAuthenticator:
+        sources = [s for s in (self.secret_env, self.public_key_file, self.jwks_url) if s]
+        if len(sources) != 1:
+            raise ValueError("set exactly one of secret_env, public_key_file, jwks_url")
+        hmac = any(a.startswith("HS") for a in self.algorithms)
+        if hmac and (not self.secret_env or len(self.algorithms) != sum(a.startswith("HS") for a in self.algorithms)):
+            raise ValueError("HS* algorithms need secret_env and cannot be mixed with public-key algorithms")
+        if self.secret_env and not hmac:
+            raise ValueError("secret_env is for HS* algorithms only")
+        return self
+
+
+class AuthConfig(Strict):
+    issuer: str = Field("tsgate", description="iss of tokens tsgate issues.")
+    audience: str = Field("tsgate", description="aud of access tokens tsgate issues.")
+    access_ttl: Duration = Field(600.0, description="Access token lifetime (10 minutes).")
+    refresh_ttl: Duration = Field(30 * 86400.0, description="Refresh token (session family) lifetime.")
+    refresh_grace: Duration = Field(
+        10.0, description="Concurrent refreshes of one token within this window get the same successor.")
+    upstream_audience: str = Field("upstream", description="aud of the X-Tsgate-Assertion sent upstream.")
+    assertion: bool = Field(True, description="Send X-Tsgate-Assertion (a 60 s JWT) with identity.")
+    revocation_fail: Literal["open", "closed"] = Field(
+        "open", description="If the state store cannot be asked about revocation: 'open' trusts the "
+        "signature (logged-out tokens live up to access_ttl during an outage), 'closed' answers 503.")
+    password: PasswordConfig = Field(default_factory=lambda: PasswordConfig())
+    login: LoginConfig = Field(default_factory=lambda: LoginConfig())
+    refresh_cookie: RefreshCookieConfig = Field(default_factory=lambda: RefreshCookieConfig())
+    external: list[ExternalAuthenticator] = Field(default_factory=list)
+    registration: bool = Field(True, description="Allow POST {prefix}auth/register.")
+
+
 class RequestConfig(Strict):
     max_body_bytes: Size = Field(1 << 20, description="Bodies a guard buffers; past it: 413.")
     max_header_bytes: Size = Field(32 << 10, description="Request line and headers together; past it: 431.")
@@ -155,6 +232,9 @@ class Rule(Strict):
         "enforce", description="enforce; shadow (record what would happen, allow); off (rule ignored)."
     )
     ip: IpListConfig | None = Field(None, description="IP allow/deny lists for this rule.")
+    auth: Literal["required", "optional", "none"] = Field(
+        "optional", description="required: 401 without a valid token; optional: verify if present; none: ignore.")
+    roles: list[str] = Field(default_factory=list, description="Any of these roles is required (403 otherwise).")
 
     @field_validator("id")
     @classmethod
@@ -185,8 +265,18 @@ class Policy(Strict):
     default: Literal["allow", "deny"] = Field("allow", description="What happens when no rule matches.")
     request: RequestConfig = Field(default_factory=lambda: RequestConfig(), description="Request size limits.")
     ip: IpListConfig | None = Field(None, description="IP lists applied before every rule.")
+    auth: AuthConfig | None = Field(None, description="Identity: accounts, tokens, external authenticators.")
     routes: list[Rule] = Field(default_factory=list, description="Rules; the first match in file order wins.")
     log: LogConfig = Field(default_factory=lambda: LogConfig(), description="Decision logging.")
+
+    @model_validator(mode="after")
+    def _auth_needed(self) -> Policy:
+        if self.auth is None:
+            for index, rule in enumerate(self.routes):
+                if rule.auth == "required" or rule.roles:
+                    raise ValueError(f"routes[{index}] ({rule.id}) requires sign-in or roles, but the policy has "
+                                     "no auth: section")
+        return self
 
     @field_validator("prefix")
     @classmethod

@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from authn.guard import AuthnGuard
+from authn.runtime import AuthnRuntime
 from gateway.core.guard import Guard
 from gateway.core.services import GuardServices
 from policies.ipfilter import IpFilterGuard
@@ -56,7 +58,19 @@ def _ip_guards(rule: Rule, policy: Policy, services: GuardServices) -> list[Guar
     return guards
 
 
-def default_registry() -> GuardRegistry:
+def _authn_guards(runtime: AuthnRuntime | None) -> GuardFactory:
+    def build(rule: Rule, policy: Policy, services: GuardServices) -> list[Guard]:
+        if runtime is None or rule.auth == "none":
+            return []
+        return [AuthnGuard(runtime, rule.auth, rule.roles)]
+
+    return build
+
+
+def default_registry(*, authn: AuthnRuntime | None = None) -> GuardRegistry:
+    """The built-in guards. Stages: 10 network lists, 30 authn (later: 20 ip limits, 40 captcha,
+    50 user/action limits, 60 content and follow moderation)."""
     registry = GuardRegistry()
     registry.register("ip", 10, _ip_guards)
+    registry.register("authn", 30, _authn_guards(authn))
     return registry

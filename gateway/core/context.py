@@ -19,6 +19,7 @@ class Principal:
     id: str
     kind: str = "anonymous"  # anonymous | user | external
     roles: frozenset[str] = ANONYMOUS_ROLES
+    name: str = ""  # what the upstream sees in X-Tsgate-User (a username, or an external subject)
     session: str | None = None
     claims: dict[str, Any] = field(default_factory=dict)
 

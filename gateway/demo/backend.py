@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway.demo.assertion import AssertionRefused, verify_assertion
 from gateway.demo.store import ProblemError, Store
 
 JSON_BODY_LIMIT = 64 * 1024  # bytes, for the JSON API
@@ -97,6 +98,10 @@ def parse_identity(headers: Headers) -> Identity | None:
         raise ProblemError(400, "X-Tsgate-User is not a valid username")
     raw_roles = ",".join(headers.getlist("x-tsgate-roles"))
     roles = frozenset(r.strip().lower() for r in raw_roles.split(",") if r.strip())
+    try:
+        verify_assertion(headers.get("x-tsgate-assertion"), headers.get("x-tsgate-decision"))
+    except AssertionRefused as exc:
+        raise ProblemError(401, str(exc)) from exc
     return Identity(user, roles)
 
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from gateway.core.asgi import BodyTooLarge, ClientGone, read_body
 from gateway.core.context import RequestContext
 from gateway.core.decisions import Allow
 from gateway.core.ids import new_decision_id
@@ -25,14 +26,13 @@ from gateway.proxy.websocket import proxy_websocket
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
-__all__ = ["InternalHandler", "ProxyApp"]
+__all__ = ["ProxyApp"]
 
 log = logging.getLogger("tsgate.proxy")
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-InternalHandler = Callable[[RequestContext, Receive, Send], Awaitable[int]]
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 NO_BODY_METHODS = frozenset({"GET", "HEAD"})
@@ -49,7 +49,6 @@ class _Refusal(Exception):
 class ProxyApp:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self.internal: dict[str, InternalHandler] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -149,7 +148,7 @@ class ProxyApp:
             return
         compiled = gw.compiled
         prefix = compiled.policy.prefix
-        if ctx.path.startswith(prefix) or ctx.path == prefix[:-1] or ctx.path in self.internal:
+        if ctx.path.startswith(prefix) or ctx.path == prefix[:-1] or ctx.path in gw.internal:
             await self._internal(ctx, receive, send, started)
             return
 
@@ -182,6 +181,8 @@ class ProxyApp:
             gw.record(ctx, outcome, status, started)
             return
 
+        if gw.authn is not None:
+            ctx.upstream_headers.extend(gw.authn.identity_headers(ctx))
         if ctx.body is not None:
             plan = BodyPlan(buffered=ctx.body)
         elif has_body:
@@ -206,26 +207,17 @@ class ProxyApp:
 
     async def _read_body(self, receive: Receive, inbound: Inbound, limit: int) -> bytes | None:
         """The whole body, or None when it is larger than ``limit`` (checked before reading)."""
-        if inbound.content_length is not None and inbound.content_length > limit:
+        try:
+            return await read_body(receive, limit, inbound.content_length)
+        except BodyTooLarge:
             return None
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                raise ClientDisconnected()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+        except ClientGone:
+            raise ClientDisconnected() from None
 
     async def _internal(self, ctx: RequestContext, receive: Receive, send: Send, started: float) -> None:
         gw = self.gateway
         ctx.rule_id = "internal"
-        handler = self.internal.get(ctx.path)
+        handler = gw.internal.get(ctx.path)
         if handler is None:
             status = 404
             await send_problem(send, 404, "internal.not_found", ctx.decision_id, "No such tsgate endpoint.")
@@ -254,6 +246,8 @@ class ProxyApp:
             await _ws_refuse(scope, send, status, reason, decision_id, getattr(decision, "detail", ""))
             gw.record(ctx, outcome, status, started)
             return
+        if gw.authn is not None:
+            ctx.upstream_headers.extend(gw.authn.identity_headers(ctx))
         peer_trusted = gw.peer_trusted(scope)
         extra = self._forward_extra(ctx, inbound, peer_trusted)
         status = await proxy_websocket(ctx, scope, receive, send, gw.ws_url(target, ctx.query), extra,

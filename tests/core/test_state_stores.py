@@ -132,6 +132,16 @@ async def test_get_set_delete(backend: Backend) -> None:
     assert await store.get("short") is None
 
 
+async def test_get_many_one_round_trip(backend: Backend) -> None:
+    """get_many returns values in key order, None for absent keys (one MGET on Redis)."""
+    store = backend.store
+    a, b = store_key("rev", "sid1", "sid"), store_key("rev", "sid1", "jti", "j1")
+    assert await store.get_many([a, b]) == [None, None]
+    await store.set(b, b"1", ttl=5)
+    assert await store.get_many([a, b]) == [None, b"1"]
+    assert await store.get_many([]) == []
+
+
 async def test_window_add_counts_and_drops_old_entries(backend: Backend) -> None:
     """window_add returns entries in (at - window, ...] and forgets older ones."""
     store = backend.store

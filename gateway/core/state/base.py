@@ -3,6 +3,7 @@ state lives is chosen by URL (``memory://`` or ``redis://``), like limits' stora
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 __all__ = ["StateStore", "store_key"]
@@ -45,6 +46,10 @@ class StateStore(Protocol):
 
     async def get(self, key: str) -> bytes | None:
         """The value stored by ``set`` / ``set_if_absent``, or None."""
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """Several values in one round trip (None for absent ones). On Redis Cluster the keys
+        must share a hash tag: build them with one entity in ``store_key``."""
 
     async def delete(self, key: str) -> bool:
         """Remove a key of any kind. True when something was removed."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import heapq
 import math
 from bisect import bisect_right, insort
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
@@ -233,6 +234,9 @@ class MemoryStore:
         if isinstance(entry.value, int):
             return str(entry.value).encode()  # counters read back as Redis would return them
         return entry.value
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        return [await self.get(key) for key in keys]
 
     async def delete(self, key: str) -> bool:
         if self._live(key, self._clock.monotonic()) is None:

@@ -1,0 +1,264 @@
+"""tsgate's own auth endpoints on the proxy listener, under the reserved prefix:
+
+    POST {prefix}auth/register   {username, email, password}          → 201 account
+    POST {prefix}auth/login      {login, password}                    → 200 token pair (+ cookie)
+    POST {prefix}auth/refresh    {refresh_token} or the cookie        → 200 new pair
+    POST {prefix}auth/logout     Bearer; ?all=true for every session  → 204
+    GET  {prefix}auth/me         Bearer                               → 200 account
+    GET  /.well-known/jwks.json                                       → public signing keys
+
+Login answers the same 401 body, after the same argon2 work, for an unknown name, a wrong
+password and a suspended or banned account (OWASP ASVS V6; SECURITY.md class 5). Writes need
+``Content-Type: application/json``: a cross-site form cannot send it without a CORS preflight,
+which is what keeps the refresh cookie from being usable by other sites."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import unicodedata
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from authn.accounts import AccountRecord
+from authn.errors import AccountExistsError, HasherBusyError
+from authn.passwords import PasswordProblem, normalize_login
+from authn.runtime import AuthnRuntime, AuthResult
+from authn.sessions import TokenPair
+from gateway.core.asgi import BodyTooLarge, ClientGone, Receive, Send, read_body, send_json, send_problem
+from gateway.core.context import RequestContext
+from gateway.core.state import store_key
+
+__all__ = ["AuthEndpoints"]
+
+log = logging.getLogger("tsgate.authn")
+
+Handler = Callable[[RequestContext, Receive, Send], Awaitable[int]]
+USERNAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{2,31}$")
+EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,189}\.[^@\s]{2,63}$")
+MAX_BODY = 16 * 1024
+REGISTRATIONS_PER_IP_HOUR = 20
+INVALID_CREDENTIALS = "The login or the password is not right."
+
+
+class _Problem(Exception):
+    """Control flow inside this module only: answer with a problem and stop."""
+
+    def __init__(self, status: int, reason: str, detail: str, headers: tuple[tuple[str, str], ...] = (),
+                 **extra: Any) -> None:
+        self.status, self.reason, self.detail, self.headers, self.extra = status, reason, detail, headers, extra
+
+
+def _header(ctx: RequestContext, name: bytes) -> str | None:
+    value = ctx.header(name)
+    return value.decode("latin-1") if value is not None else None
+
+
+def _cookie(ctx: RequestContext, name: str) -> str | None:
+    raw = _header(ctx, b"cookie")
+    if not raw:
+        return None
+    for part in raw.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name and value:
+            return value
+    return None
+
+
+class AuthEndpoints:
+    def __init__(self, runtime: AuthnRuntime, prefix: str) -> None:
+        self.runtime = runtime
+        self.prefix = prefix
+        self.cookie_path = prefix + "auth"
+
+    def routes(self) -> dict[str, Handler]:
+        p = self.prefix + "auth/"
+        return {
+            p + "register": self._wrap(self.register, "POST"),
+            p + "login": self._wrap(self.login, "POST"),
+            p + "refresh": self._wrap(self.refresh, "POST"),
+            p + "logout": self._wrap(self.logout, "POST"),
+            p + "me": self._wrap(self.me, "GET"),
+            "/.well-known/jwks.json": self._wrap(self.jwks, "GET"),
+        }
+
+    def _wrap(self, handler: Callable[[RequestContext, Receive, Send], Awaitable[int]], method: str) -> Handler:
+        async def run(ctx: RequestContext, receive: Receive, send: Send) -> int:
+            if ctx.method != method and not (method == "GET" and ctx.method == "HEAD"):
+                await send_problem(send, 405, "request.method_not_allowed", ctx.decision_id,
+                                   f"Use {method}.", (("Allow", method),))
+                return 405
+            try:
+                return await handler(ctx, receive, send)
+            except _Problem as problem:
+                await send_problem(send, problem.status, problem.reason, ctx.decision_id, problem.detail,
+                                   problem.headers, **problem.extra)
+                return problem.status
+            except HasherBusyError:
+                await send_problem(send, 503, "auth.busy", ctx.decision_id, "Too many sign-ins at once; retry.",
+                                   (("Retry-After", "1"),))
+                return 503
+
+        return run
+
+    # -- helpers --------------------------------------------------------------------------------
+    async def _json(self, ctx: RequestContext, receive: Receive) -> dict[str, Any]:
+        content_type = (_header(ctx, b"content-type") or "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            raise _Problem(415, "request.unsupported_media_type", "Send Content-Type: application/json.")
+        try:
+            raw = await read_body(receive, MAX_BODY)
+        except BodyTooLarge:
+            raise _Problem(413, "request.body_too_large", f"The body exceeds {MAX_BODY} bytes.") from None
+        except ClientGone:
+            raise _Problem(400, "request.incomplete", "The request body did not arrive.") from None
+        try:
+            data = json.loads(raw or b"{}")
+        except (ValueError, RecursionError):
+            raise _Problem(400, "request.bad_json", "The body is not valid JSON.") from None
+        if not isinstance(data, dict):
+            raise _Problem(400, "request.bad_json", "The body must be a JSON object.")
+        return data
+
+    @staticmethod
+    def _text(data: dict[str, Any], field: str, max_len: int) -> str:
+        value = data.get(field)
+        if not isinstance(value, str) or not value or len(value) > max_len:
+            raise _Problem(422, "request.invalid_field", f"'{field}' must be a non-empty string of at most "
+                           f"{max_len} characters.", field=field)
+        return value
+
+    def _token_response_headers(self, pair: TokenPair) -> tuple[tuple[str, str], ...]:
+        s = self.runtime.settings
+        if not s.cookie_enabled:
+            return ()
+        attrs = [f"{s.cookie_name}={pair.refresh_token}", "HttpOnly", f"SameSite={s.cookie_same_site.capitalize()}",
+                 f"Path={self.cookie_path}", f"Max-Age={int(s.refresh_ttl)}"]
+        if s.cookie_secure:
+            attrs.append("Secure")
+        return (("Set-Cookie", "; ".join(attrs)),)
+
+    def _clear_cookie(self) -> tuple[tuple[str, str], ...]:
+        s = self.runtime.settings
+        if not s.cookie_enabled:
+            return ()
+        secure = "; Secure" if s.cookie_secure else ""
+        return (("Set-Cookie", f"{s.cookie_name}=; HttpOnly; Path={self.cookie_path}; Max-Age=0{secure}"),)
+
+    async def _bearer(self, ctx: RequestContext) -> AuthResult:
+        result = await self.runtime.authenticate(ctx)
+        if result.error == "unavailable":
+            raise _Problem(503, "auth.unavailable", "Sign-in cannot be checked right now.", (("Retry-After", "5"),))
+        if result.principal is None or result.principal.kind != "user":
+            raise _Problem(401, "auth.invalid_token", "A valid access token is required.",
+                           (("WWW-Authenticate", 'Bearer realm="tsgate", error="invalid_token"'),))
+        return result
+
+    @staticmethod
+    def _account_body(account: AccountRecord) -> dict[str, Any]:
+        return {"id": account.id, "username": account.username, "email": account.email,
+                "roles": list(account.roles), "status": account.status}
+
+    # -- endpoints ------------------------------------------------------------------------------
+    async def register(self, ctx: RequestContext, receive: Receive, send: Send) -> int:
+        rt = self.runtime
+        if not rt.settings.registration:
+            raise _Problem(403, "auth.registration_closed", "Registration is closed.")
+        data = await self._json(ctx, receive)
+        username = unicodedata.normalize("NFKC", self._text(data, "username", 64))
+        email = unicodedata.normalize("NFKC", self._text(data, "email", 254)).strip()
+        password = self._text(data, "password", 4096)
+        if not USERNAME.match(username):
+            raise _Problem(422, "auth.bad_username", "Usernames are 3-32 letters, digits, '_', '.', '-'.")
+        if not EMAIL.match(email):
+            raise _Problem(422, "auth.bad_email", "That does not look like an email address.")
+        if await rt.store.incr(store_key("register", ctx.client_ip), ttl=3600) > REGISTRATIONS_PER_IP_HOUR:
+            raise _Problem(429, "auth.too_many_registrations", "Too many accounts from this address.",
+                           (("Retry-After", "3600"),))
+        checked = rt.password_policy.check(password, username=username, email=email)
+        if isinstance(checked, PasswordProblem):
+            raise _Problem(422, checked.reason, checked.detail)
+        password_hash = await rt.hasher.hash(checked)
+        try:
+            account = await rt.accounts.create(username, email, password_hash)
+        except AccountExistsError:
+            raise _Problem(409, "auth.account_exists", "That username or email is already registered.") from None
+        await send_json(send, 201, self._account_body(account), ctx.decision_id)
+        return 201
+
+    async def login(self, ctx: RequestContext, receive: Receive, send: Send) -> int:
+        rt = self.runtime
+        data = await self._json(ctx, receive)
+        login = self._text(data, "login", 254)
+        password = unicodedata.normalize("NFKC", self._text(data, "password", 4096))
+        login_key = normalize_login(login)
+        verdict = await rt.abuse.attempt(login_key, ctx.client_ip)
+        for signal in verdict.signals:
+            ctx.add_signal(signal)
+        if verdict.kind in ("locked", "ip_blocked"):
+            raise _Problem(429, "auth.locked", "Too many failed sign-ins; try again later.",
+                           (("Retry-After", str(verdict.retry_after)),))
+        if verdict.kind == "challenge":
+            raise _Problem(403, "auth.challenge", "Solve the challenge, then sign in again.",
+                           (("Tsgate-Mitigated", "challenge"),),
+                           challenge={"kind": "pow", "level": 2, "url": f"{self.prefix}captcha/challenge"})
+        account = await rt.accounts.by_login(login)
+        if account is None:
+            await rt.hasher.verify_dummy(password)
+            ok, rehash = False, False
+        else:
+            ok, rehash = await rt.hasher.verify(account.password_hash, password)
+            ok = ok and account.status == "active"  # same answer, after the same work, when suspended
+        if not ok or account is None:
+            await rt.abuse.record_failure(login_key, ctx.client_ip)
+            raise _Problem(401, "auth.invalid_credentials", INVALID_CREDENTIALS)
+        if rehash:  # parameters changed since this hash was made: upgrade it in place
+            await rt.accounts.set_password_hash(account.id, await rt.hasher.hash(password))
+        await rt.abuse.record_success(login_key)
+        pair = await rt.sessions.start(account)
+        await send_json(send, 200, pair.body(), ctx.decision_id, self._token_response_headers(pair))
+        return 200
+
+    async def refresh(self, ctx: RequestContext, receive: Receive, send: Send) -> int:
+        rt = self.runtime
+        data = await self._json(ctx, receive)
+        token = data.get("refresh_token") or _cookie(ctx, rt.settings.cookie_name)
+        if not isinstance(token, str) or len(token) > 4096:
+            token = ""
+        pair = await rt.sessions.refresh(token) if token else None
+        if pair is None:
+            raise _Problem(401, "auth.invalid_token", "The refresh token is not valid.",
+                           (("WWW-Authenticate", 'Bearer realm="tsgate", error="invalid_token"'),
+                            *self._clear_cookie()))
+        await send_json(send, 200, pair.body(), ctx.decision_id, self._token_response_headers(pair))
+        return 200
+
+    async def logout(self, ctx: RequestContext, receive: Receive, send: Send) -> int:
+        rt = self.runtime
+        result = await self._bearer(ctx)
+        token = (_header(ctx, b"authorization") or "").partition(" ")[2].strip()
+        claims = await rt.verify_access(token)
+        if isinstance(claims, AuthResult) or result.principal is None:
+            raise _Problem(401, "auth.invalid_token", "A valid access token is required.")
+        everywhere = b"all=true" in ctx.query.split(b"&") or b"all=1" in ctx.query.split(b"&")
+        await rt.sessions.logout(claims, everywhere)
+        await send_json(send, 204, None, ctx.decision_id, self._clear_cookie())
+        return 204
+
+    async def me(self, ctx: RequestContext, receive: Receive, send: Send) -> int:
+        result = await self._bearer(ctx)
+        assert result.principal is not None
+        account = await self.runtime.accounts.by_id(result.principal.id)
+        if account is None:
+            raise _Problem(401, "auth.invalid_token", "A valid access token is required.")
+        await send_json(send, 200, self._account_body(account), ctx.decision_id)
+        return 200
+
+    async def jwks(self, ctx: RequestContext, receive: Receive, send: Send) -> int:
+        body = self.runtime.jwks_body
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"application/jwk-set+json"), (b"content-length", str(len(body)).encode()),
+            (b"cache-control", b"public, max-age=300"), (b"tsgate-decision", ctx.decision_id.encode())]})
+        await send({"type": "http.response.body", "body": body})
+        return 200
