@@ -22,6 +22,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	bash scripts/bench-deps.sh
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python bench/micro.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway authn ratelimit moderation captcha policies tests bench

@@ -6,7 +6,6 @@ that principal. Both are used by the AuthnGuard and by tsgate's own auth endpoin
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 from collections.abc import Sequence
@@ -71,19 +70,6 @@ INVALID = AuthResult(None, True, "invalid_token")
 UNAVAILABLE = AuthResult(None, True, "unavailable")
 
 
-def _unverified_kid(token: str) -> str | None:
-    """The kid of a compact JWS, without verifying anything (routing only)."""
-    head = token.split(".", 1)[0]
-    if len(head) > 1400:
-        return None
-    try:
-        header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
-    except (ValueError, UnicodeDecodeError):
-        return None
-    kid = header.get("kid") if isinstance(header, dict) else None
-    return kid if isinstance(kid, str) else None
-
-
 class AuthnRuntime:
     def __init__(
         self,
@@ -122,7 +108,6 @@ class AuthnRuntime:
             sessions=self.session_store, accounts=self.accounts, tokens=self.tokens, envelope=self.envelope,
             store=self.store, clock=self.clock, refresh_ttl=s.refresh_ttl, grace=s.refresh_grace,
         )
-        self._our_kids = frozenset(key.kid for key in signing.keys)
         self.jwks_body = json.dumps(jwks(signing), separators=(",", ":")).encode()
 
     async def start(self) -> None:
@@ -158,14 +143,17 @@ class AuthnRuntime:
                 if scheme.lower() == "bearer" and rest.strip():
                     bearer = rest.strip()
                 break
-        if bearer is not None and _unverified_kid(bearer) in self._our_kids:
+        if bearer is not None:
+            # tsgate's own token first: an unknown kid fails before any crypto, so a backend's
+            # Bearer token costs little here before the external authenticators see it.
             checked = await self.verify_access(bearer, ctx)
-            if isinstance(checked, AuthResult):
+            if not isinstance(checked, AuthResult):
+                roles = frozenset(checked.roles)
+                name = str(checked.raw.get("name") or checked.sub)
+                return AuthResult(Principal(id=checked.sub, kind="user", roles=roles, session=checked.sid,
+                                            name=name, claims=checked.raw), True)
+            if checked.error == "unavailable" or not self.externals:
                 return checked
-            roles = frozenset(checked.roles)
-            name = str(checked.raw.get("name") or checked.sub)
-            return AuthResult(Principal(id=checked.sub, kind="user", roles=roles, session=checked.sid,
-                                        name=name, claims=checked.raw), True)
         presented = False
         for external in self.externals:
             token = external.credential(ctx.headers)

@@ -88,18 +88,22 @@ class SessionService:
         if session is None or session.revoked_at is not None or session.account_id != sub:
             return None
         if gen == session.generation:
-            new_gen = await self.sessions.advance(sid, gen)
-            if new_gen is None:  # a concurrent refresh of the same token won the race
-                return await self._successor(sid, gen, wait=True)
+            # Read the account first so the winner of a race stores its successor as soon as
+            # possible after advancing: the losers are polling for it.
             account = await self.accounts.by_id(sub)
             if account is None or account.status != "active":
                 await self.revoke_family(sid, "account not active")
                 return None
+            new_gen = await self.sessions.advance(sid, gen)
+            if new_gen is None:  # a concurrent refresh of the same token won the race
+                return await self._successor(sid, gen, wait=True)
             pair = self._pair(account, sid, new_gen)
             await self.store.set(self._successor_key(sid, gen), json.dumps(pair.body()).encode(), ttl=self.grace)
             return pair
         if gen == session.generation - 1:
-            successor = await self._successor(sid, gen, wait=False)
+            # Either a refresh racing the rotation that is storing its successor right now, or a
+            # replay: the successor exists (or appears in a moment) only in the first case.
+            successor = await self._successor(sid, gen, wait=True)
             if successor is not None:
                 return successor
         if gen < session.generation:

@@ -329,7 +329,10 @@ async def test_unreachable_database_raises_store_error(tmp_path: Path) -> None:
     for url in ("postgresql+asyncpg://postgres@127.0.0.1:1/test", f"sqlite:///{tmp_path / 'missing' / 'x.db'}"):
         db = Database(url)
         try:
-            with pytest.raises(AuthnStoreError):
+            with pytest.raises(AuthnStoreError, match="accounts database error"):
                 await db.migrate()
         finally:
             await db.dispose()
+    # aiosqlite stops a failed connection's worker thread without awaiting it; let that finish while the
+    # event loop is still open (otherwise its thread reports "Event loop is closed" at interpreter exit).
+    await asyncio.sleep(0.1)
