@@ -258,7 +258,7 @@ class PasswordPolicy:
 
     def _scoring_prefix(self, normalized: str) -> str | None:
         n = min(len(normalized), _SCORE_MAX_CHARS)
-        while n >= min(self.min_length, len(normalized)):
+        while n >= min(self.min_length, _SCORE_MAX_CHARS):
             passes = 2 + _l33t_variants(normalized[:n])
             if passes * n * n <= _SCORE_BUDGET:
                 return normalized[:n]
