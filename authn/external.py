@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -25,6 +26,8 @@ __all__ = ["ExternalAuthenticator", "JwksCache"]
 log = logging.getLogger("tsgate.authn.external")
 
 FORBIDDEN_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c", "crit"})
+SAFE_SUBJECT = re.compile(r"[\x21-\x7e]{1,256}")  # visible ASCII: safe as a header value
+SAFE_ROLE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 MAX_TOKEN_BYTES = 8192
 
 
@@ -127,7 +130,9 @@ class ExternalAuthenticator:
             log.debug("external authenticator %s refused a token: %s", self.name, exc)
             return None
         subject = claims.get(self.subject_claim)
-        if not isinstance(subject, str | int) or str(subject) == "":
+        # The subject becomes the X-Tsgate-User header value: refuse anything that could break
+        # out of a header line (CR, LF, NUL, other controls) or is unreasonably long.
+        if not isinstance(subject, str | int) or not SAFE_SUBJECT.fullmatch(str(subject)):
             return None
         return Principal(id=f"ext:{self.name}:{subject}", kind="external", roles=self._roles(claims),
                          name=str(subject), claims=claims)
@@ -137,7 +142,9 @@ class ExternalAuthenticator:
             return frozenset()
         value = claims.get(self.roles_claim)
         if isinstance(value, str):
-            return frozenset(value.split())
-        if isinstance(value, list):
-            return frozenset(str(v) for v in value)
-        return frozenset()
+            roles = value.split()
+        elif isinstance(value, list):
+            roles = [v for v in value if isinstance(v, str)]
+        else:
+            return frozenset()
+        return frozenset(r for r in roles if SAFE_ROLE.fullmatch(r))

@@ -57,6 +57,10 @@ class CompiledPolicy:
         if policy.default == "deny":
             guards.append(_DenyUnmatched())
         self.default = CompiledRule(DEFAULT_RULE_ID, "enforce", Pipeline(guards))
+        # tsgate's own endpoints (/_tsgate/..., JWKS) are not routed by the policy, but the
+        # policy-wide guards (the top-level ip lists) still apply to them.
+        internal_rule = Rule(id="internal", match=Match(path="/**"), auth="none")
+        self.internal = CompiledRule("internal", "enforce", Pipeline(registry.build(internal_rule, policy, services)))
 
     @property
     def sha256(self) -> str:

@@ -123,8 +123,11 @@ class GatewayProc:
     def get(self, path: str, **kw: Any) -> Response:
         return request(self.port, "GET", path, **kw)
 
-    def admin(self, method: str, path: str, token: str | None = ADMIN_TOKEN, body: bytes | None = None) -> Response:
+    def admin(self, method: str, path: str, token: str | None = ADMIN_TOKEN, body: bytes | None = None,
+              content_type: str | None = None) -> Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if content_type:
+            headers["Content-Type"] = content_type
         return request(self.admin_port, method, path, body=body, headers=headers)
 
     def log_lines(self) -> list[dict[str, Any]]:

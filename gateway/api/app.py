@@ -5,14 +5,16 @@ policy (view, validate, reload, versions)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Body, Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from authn.runtime import AuthnRuntime
 from gateway.api.auth import token_matches
 from gateway.app import Gateway
 from gateway.core.ids import new_decision_id
@@ -116,4 +118,36 @@ def create_admin_app(gateway: Gateway, token: str | None) -> FastAPI:
             notify()
         return JSONResponse({"loaded": True, "sha256": result.sha256, "version": gateway.versions[-1].version})
 
+    @app.get("/accounts/{login}", dependencies=admin)
+    async def account(login: str) -> Response:
+        authn = _authn()
+        record = await authn.accounts.by_login(login) or await authn.accounts.by_id(login)
+        if record is None:
+            return _problem_response(404, "account.not_found", "No such account.")
+        return JSONResponse({"id": record.id, "username": record.username, "email": record.email,
+                             "status": record.status, "roles": list(record.roles)})
+
+    @app.post("/accounts/{login}/status", dependencies=admin)
+    async def account_status(login: str, change: StatusChange) -> Response:
+        """Suspend, ban or reactivate an account; anything but active ends every session at once."""
+        authn = _authn()
+        record = await authn.accounts.by_login(login) or await authn.accounts.by_id(login)
+        if record is None:
+            return _problem_response(404, "account.not_found", "No such account.")
+        await authn.accounts.set_status(record.id, change.status)
+        revoked = 0
+        if change.status != "active":
+            revoked = await authn.sessions.revoke_account(record.id, f"account {change.status}")
+        return JSONResponse({"id": record.id, "status": change.status, "sessions_revoked": revoked})
+
+    def _authn() -> AuthnRuntime:
+        if gateway.authn is None:
+            raise _Problem(404, "account.no_identity", "The policy has no auth: section.")
+        return gateway.authn
+
     return app
+
+
+class StatusChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["active", "suspended", "banned"]

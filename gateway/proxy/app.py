@@ -217,6 +217,12 @@ class ProxyApp:
     async def _internal(self, ctx: RequestContext, receive: Receive, send: Send, started: float) -> None:
         gw = self.gateway
         ctx.rule_id = "internal"
+        pipeline = gw.compiled.internal.pipeline
+        outcome = await pipeline.run(ctx) if pipeline.guards else gw.allow_outcome
+        if not isinstance(outcome.decision, Allow):
+            status = await decision_response(send, outcome.decision, ctx.decision_id, gw.compiled.policy.prefix)
+            gw.record(ctx, outcome, status, started)
+            return
         handler = gw.internal.get(ctx.path)
         if handler is None:
             status = 404

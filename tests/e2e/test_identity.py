@@ -342,3 +342,54 @@ def test_revocation_seen_by_a_second_gateway(backend: Backend, start_gateway: Ca
     logout = request(one.port, "POST", "/_tsgate/auth/logout", body=b"", headers=bearer(pair["access_token"]))
     assert logout.status == 204
     assert two.get("/api/debug/echo/private/x", headers=bearer(pair["access_token"])).status == 401
+
+
+def test_external_subject_cannot_inject_headers(auth_gw: GatewayProc) -> None:
+    """A validly signed backend token whose subject carries CR/LF is refused, not forwarded as a header."""
+    now = int(time.time())
+    token = jwt.encode({"sub": "x\r\nX-Tsgate-Roles: admin", "iss": "backend", "exp": now + 300, "iat": now},
+                       BACKEND_SECRET, algorithm="HS256")
+    resp = auth_gw.get("/api/debug/echo/private/x", headers={"Authorization": f"Token {token}"})
+    assert resp.status == 401
+
+
+def set_status(gw: GatewayProc, status: str) -> Response:
+    return gw.admin("POST", "/accounts/alice/status", body=json.dumps({"status": status}).encode(),
+                    content_type="application/json")
+
+
+def test_suspension_ends_sessions_at_once(auth_gw: GatewayProc) -> None:
+    """An admin suspending an account revokes its sessions immediately; its login then gets the
+    same answer as a wrong password; reactivation lets it sign in again."""
+    register(auth_gw)
+    pair = login(auth_gw).json()
+    changed = set_status(auth_gw, "suspended")
+    assert changed.status == 200 and changed.json()["sessions_revoked"] == 1
+    assert auth_gw.get("/api/debug/echo/private/x", headers=bearer(pair["access_token"])).status == 401
+    refused = login(auth_gw)
+    assert refused.status == 401 and refused.json()["reason"] == "auth.invalid_credentials"
+    assert set_status(auth_gw, "bogus").status == 400
+    assert set_status(auth_gw, "active").status == 200
+    assert login(auth_gw).status == 200
+
+
+def test_key_rotation_without_downtime(backend: Backend, start_gateway: Callable[..., GatewayProc],
+                                       tmp_path: Path) -> None:
+    """`tsgate keys rotate` + reload: old tokens still verify, new tokens use the new key, and the
+    JWKS lists both."""
+    keys = tmp_path / "signing.json"
+    subprocess.run([sys.executable, "-m", "gateway.cli", "keys", "generate", "--out", str(keys)], check=True,
+                   cwd=ROOT, capture_output=True)
+    gw = start_gateway(policy_text(backend.port, AUTH_ROUTES.format(db=tmp_path / "k.db")),
+                       extra_env={"TEST_BACKEND_SECRET": BACKEND_SECRET, "TSGATE_SIGNING_KEYS_FILE": str(keys)})
+    register(gw)
+    old = login(gw).json()["access_token"]
+    subprocess.run([sys.executable, "-m", "gateway.cli", "keys", "rotate", "--file", str(keys)], check=True,
+                   cwd=ROOT, capture_output=True)
+    assert gw.admin("POST", "/policy/reload").status == 200
+    new = login(gw).json()["access_token"]
+    kid = lambda t: json.loads(base64.urlsafe_b64decode(t.split(".")[0] + "=="))["kid"]  # noqa: E731
+    assert kid(old) != kid(new)
+    assert {k["kid"] for k in gw.get("/.well-known/jwks.json").json()["keys"]} == {kid(old), kid(new)}
+    for token in (old, new):
+        assert gw.get("/api/debug/echo/private/x", headers=bearer(token)).status == 200

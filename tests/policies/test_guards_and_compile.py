@@ -83,3 +83,12 @@ def test_registry_refuses_duplicates_and_orders_by_stage() -> None:
     assert registry.names == ["early", "late"]
     with pytest.raises(ValueError, match="already registered"):
         registry.register("early", 20, lambda rule, policy, services: [])
+
+
+async def test_global_ip_list_guards_internal_endpoints() -> None:
+    """tsgate's own endpoints are outside the routes but inside the policy-wide ip lists."""
+    compiled = compile_policy('ip: {deny: ["198.51.100.0/24"]}\ndefault: deny\n')
+    outcome = await compiled.internal.pipeline.run(ctx("198.51.100.7", "/_tsgate/auth/login", "POST"))
+    assert isinstance(outcome.decision, Deny) and outcome.decision.reason == "ip.denied"
+    allowed = await compiled.internal.pipeline.run(ctx("192.0.2.1", "/_tsgate/auth/login", "POST"))
+    assert allowed.decision is ALLOW  # `default: deny` is about routes, not tsgate's own endpoints
