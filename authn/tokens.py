@@ -24,9 +24,12 @@ from dataclasses import dataclass
 from typing import Any, Final, NoReturn
 
 import jwt
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from authn.errors import InvalidToken
-from authn.keys import SigningKeyRing, b64url_decode
+from authn.keys import SigningKeyRing, b64url_decode, b64url_encode
 from gateway.core.clock import Clock, SystemClock
 
 __all__ = ["AccessClaims", "AccessTokens", "Assertions"]
@@ -83,12 +86,13 @@ def _numeric_date(claims: Mapping[str, Any], name: str) -> float:
 class _Verifier:
     """The shared strict JWS/JWT check for one issuer and one token type."""
 
-    __slots__ = ("_clock", "_issuer", "_leeway", "_options", "_ring", "_typ")
+    __slots__ = ("_clock", "_headers", "_issuer", "_leeway", "_options", "_ring", "_typ")
 
     def __init__(
         self, ring: SigningKeyRing, *, issuer: str, typ: str, require: Sequence[str], leeway: float, clock: Clock
     ) -> None:
         self._ring, self._issuer, self._typ, self._leeway, self._clock = ring, issuer, typ, leeway, clock
+        self._headers: dict[str, str] = {}  # kid → encoded protected header, for sign()
         self._options: dict[str, Any] = {
             "require": list(require),
             "strict_aud": True,  # aud must be exactly our string, not a list that contains it
@@ -150,8 +154,22 @@ class _Verifier:
             _refuse("issued in the future (iat)")
 
     def sign(self, claims: Mapping[str, Any]) -> str:
+        """Compact JWS (RFC 7515 §7.1) written directly: this runs for every authenticated request
+        (the upstream assertion), and pyjwt's generic encoder cost as much as the signature."""
         key = self._ring.signing_key
-        return jwt.encode(dict(claims), key.private_key, algorithm=key.alg, headers={"typ": self._typ, "kid": key.kid})
+        header = self._headers.get(key.kid)
+        if header is None:
+            raw = json.dumps({"alg": key.alg, "kid": key.kid, "typ": self._typ}, separators=(",", ":"))
+            header = self._headers[key.kid] = b64url_encode(raw.encode())
+        payload = b64url_encode(json.dumps(dict(claims), separators=(",", ":")).encode())
+        signing_input = f"{header}.{payload}".encode("ascii")
+        private = key.private_key
+        if isinstance(private, ec.EllipticCurvePrivateKey):
+            r, s = decode_dss_signature(private.sign(signing_input, ec.ECDSA(hashes.SHA256())))
+            signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")  # JWS wants raw R||S (RFC 7518 §3.4)
+        else:
+            signature = private.sign(signing_input)
+        return f"{header}.{payload}.{b64url_encode(signature)}"
 
 
 def _guarded(what: str, exc: Exception) -> InvalidToken:
