@@ -12,16 +12,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import ROOT, Backend, GatewayProc, free_port, policy_text, request, wait_port
+from tests.conftest import Backend, GatewayProc, free_port, policy_text, request, wait_port
 
 
-def test_tsgate_demo_runs_and_prints_what_to_try() -> None:
+def test_tsgate_demo_runs_and_prints_what_to_try(tmp_path: Path) -> None:
     """`tsgate demo` starts the backend and the gateway, prints URLs and commands, and stops cleanly."""
     port, admin, backend_port = free_port(), free_port(), free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "demo", "--port", str(port), "--admin-port", str(admin),
          "--backend-port", str(backend_port)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         env={k: v for k, v in os.environ.items() if k != "TSGATE_ADMIN_TOKEN"},
     )
     try:
@@ -41,6 +41,22 @@ def test_tsgate_demo_runs_and_prints_what_to_try() -> None:
         assert request(port, "GET", "/api/posts/%2e%2e/admin").status == 400
         policy = request(admin, "GET", "/policy", headers={"Authorization": f"Bearer {token}"})
         assert policy.status == 200
+        # The demo is the identity provider: sign up, sign in, post; the backend checks the assertion.
+        password = "violet tangerine orbit forty-two"
+        json_headers = {"Content-Type": "application/json"}
+        user = {"username": "demo_user", "email": "demo@example.org", "password": password}
+        assert request(port, "POST", "/_tsgate/auth/register", json.dumps(user).encode(), json_headers).status == 201
+        login = request(port, "POST", "/_tsgate/auth/login",
+                        json.dumps({"login": "demo_user", "password": password}).encode(), json_headers)
+        access = login.json()["access_token"]
+        post = request(port, "POST", "/api/posts", json.dumps({"body": "hello"}).encode(),
+                       {**json_headers, "Authorization": f"Bearer {access}"})
+        assert post.status == 201 and post.json()["author"] == "demo_user"
+        assert request(port, "POST", "/api/posts", json.dumps({"body": "x"}).encode(), json_headers).status == 401
+        # Straight to the backend with a forged identity and no assertion: refused by the backend.
+        forged = request(backend_port, "POST", "/api/posts", json.dumps({"body": "x"}).encode(),
+                         {**json_headers, "X-Tsgate-User": "demo_user"})
+        assert forged.status == 401
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(20)
