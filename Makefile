@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml 2>/dev/null | cut -c1-12)
 
-.PHONY: demo test bench lint soak clean
+.PHONY: venv demo test bench lint soak clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	@$(BIN)/python -m pip install -q -e '.[dev]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
+
+venv: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/tsgate demo
