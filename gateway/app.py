@@ -28,10 +28,11 @@ from gateway.proxy.forward import BodyPlan
 from gateway.proxy.headers import Inbound
 from gateway.proxy.upstream import UpstreamPool
 from policies.compiled import CompiledPolicy
-from policies.features import build_authn
+from policies.features import build_authn, build_limiter
 from policies.loader import LoadedPolicy, PolicyError, load_policy, load_policy_text, with_overrides
 from policies.model import Policy
 from policies.registry import GuardRegistry, default_registry
+from ratelimit.guard import RateLimitGuard
 
 __all__ = ["Gateway", "InternalHandler", "ReloadResult"]
 
@@ -84,7 +85,8 @@ class Gateway:
             backups=policy.log.decision_log_backups,
         )
         self.authn = build_authn(policy, self.store, self.clock)
-        self.registry = registry or default_registry(authn=self.authn)
+        self.limiter = build_limiter(policy)
+        self.registry = registry or default_registry(authn=self.authn, limiter=self.limiter)
         self.internal: dict[str, InternalHandler] = {}
         self.canonicalize = PathCanonicalizer()
         self.allow_outcome = Outcome(ALLOW)
@@ -93,6 +95,9 @@ class Gateway:
         self.compiled = CompiledPolicy(loaded, self.registry, self.services)
         self._apply(self.compiled, actor="startup")
         self.pool = self._new_pool(policy)
+        self.metrics.add_counter_source(
+            "tsgate_ratelimit_decisions", "Rate-limit outcomes per limit (since the policy was loaded).",
+            ["limit", "outcome"], self._ratelimit_counts)
 
     # -- policy ---------------------------------------------------------------------------------
     @property
@@ -128,18 +133,22 @@ class Gateway:
             old = self.policy
             if new.state != old.state or new.database != old.database:
                 raise PolicyError(loaded.source, ["state/database: changing stores needs a restart"])
+            if new.ratelimit != old.ratelimit:
+                raise PolicyError(loaded.source, ["ratelimit: store settings (timeout, breaker, memory bound) "
+                                                  "need a restart"])
             if (new.auth is None) != (self.authn is None):
                 raise PolicyError(loaded.source, ["auth: adding or removing the auth section needs a restart"])
             authn = self._reload_authn(new)
-            registry = default_registry(authn=authn) if authn is not None else self.registry
+            registry = default_registry(authn=authn, limiter=self.limiter)
             compiled = CompiledPolicy(loaded, registry, self.services)
         except ConfigError as exc:
             problems = exc.problems if isinstance(exc, PolicyError) else [str(exc)]
             self.metrics.reloads.labels("rejected").inc()
             log.error("policy reload rejected, keeping %s: %s", self.compiled.sha256[:12], exc)
             return ReloadResult(False, self.compiled.sha256, problems)
+        self.registry = registry
         if authn is not None and authn is not self.authn:
-            old_authn, self.authn, self.registry = self.authn, authn, registry
+            old_authn, self.authn = self.authn, authn
             if old_authn is not None and old_authn.hasher is not authn.hasher:
                 old_authn.hasher.close()  # queued hashes still finish; the database engine is shared
         if new.upstream != old.upstream:
@@ -156,6 +165,17 @@ class Gateway:
         if self.authn is None:
             return None
         return build_authn(policy, self.store, self.clock, database=self.authn.database, previous=self.authn)
+
+    def _ratelimit_counts(self) -> list[tuple[tuple[str, str], float]]:
+        """Summed over guards: a policy-wide limit has a guard instance in every rule."""
+        totals: dict[tuple[str, str], float] = {}
+        for rule in (*self.compiled.rules, self.compiled.default, self.compiled.internal):
+            for guard in rule.pipeline.guards:
+                if isinstance(guard, RateLimitGuard):
+                    for limit, counts in guard.counters.items():
+                        for outcome, n in counts.items():
+                            totals[(limit, outcome)] = totals.get((limit, outcome), 0.0) + n
+        return list(totals.items())
 
     async def start(self) -> None:
         """Async start-up: database migrations for features that keep durable records."""
@@ -267,6 +287,7 @@ class Gateway:
     async def aclose(self) -> None:
         if self.authn is not None:
             await self.authn.close()
+        await self.limiter.aclose()
         await self.pool.close()
         await self.store.close()
         self.decisions.close()

@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from authn.abuse import LoginLimits
 from authn.db import Database
@@ -16,10 +17,12 @@ from authn.runtime import AuthnRuntime, AuthSettings
 from gateway.core.clock import Clock
 from gateway.core.errors import ConfigError
 from gateway.core.state import StateStore
-from policies.model import AuthConfig, Policy
+from policies.model import AuthConfig, LimitConfig, Policy
 from policies.model import ExternalAuthenticator as ExternalConfig
+from ratelimit.limiter import Limiter
+from ratelimit.spec import LimitSpec
 
-__all__ = ["auth_settings", "build_authn", "build_external", "share_dev_keys"]
+__all__ = ["auth_settings", "build_authn", "build_external", "build_limiter", "limit_spec", "share_dev_keys"]
 
 
 def auth_settings(cfg: AuthConfig) -> AuthSettings:
@@ -97,3 +100,29 @@ def share_dev_keys(environ: MutableMapping[str, str]) -> list[str]:
         warnings.append("no TSGATE_REFRESH_KEYS(_FILE): generated a throw-away refresh-token key; sessions will "
                         "not survive a restart (create one with `tsgate keys generate --refresh --out FILE`)")
     return warnings
+
+
+def limit_spec(name: str, cfg: LimitConfig) -> LimitSpec:
+    keys = cfg.key if isinstance(cfg.key, list) else [cfg.key]
+    return LimitSpec.build(name, cfg.rate, key=keys, strategy=cfg.strategy, cost=cfg.cost,
+                           exempt_roles=cfg.exempt.roles, exempt_cidrs=cfg.exempt.cidrs,
+                           on_exceed=cfg.on_exceed, fail=cfg.fail)
+
+
+def limits_storage(state_url: str) -> tuple[str, str]:
+    """Our state URL → (limits' storage URL, key prefix). Our ``?prefix=`` becomes limits'
+    key_prefix (with an ``rl`` suffix) so rate-limit keys stay inside this gateway's namespace."""
+    parts = urlsplit(state_url)
+    query = dict(parse_qsl(parts.query))
+    prefix = query.pop("prefix", "tsgate:")
+    base = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+    if parts.scheme == "memory":
+        base = "memory://"
+    return base, prefix.rstrip(":") + ":rl"
+
+
+def build_limiter(policy: Policy) -> Limiter:
+    url, prefix = limits_storage(policy.state)
+    settings = policy.ratelimit
+    return Limiter(url, timeout=settings.timeout, breaker_cooldown=settings.breaker_cooldown,
+                   max_memory_keys=settings.max_memory_keys, key_prefix=prefix)

@@ -187,6 +187,59 @@ class AuthConfig(Strict):
     registration: bool = Field(True, description="Allow POST {prefix}auth/register.")
 
 
+def _rate(value: Any) -> str:
+    from limits import parse_many
+
+    try:
+        items = parse_many(str(value))
+    except ValueError:
+        items = []
+    if not items:
+        raise ValueError(f"{value!r} is not a rate (use e.g. '5/minute', '100/hour; 1000/day')")
+    return str(value)
+
+
+def _key_part(value: Any) -> str:
+    from ratelimit.spec import parse_key_part
+
+    return parse_key_part(str(value))
+
+
+Rate = Annotated[str, BeforeValidator(_rate)]
+KeyPart = Annotated[str, BeforeValidator(_key_part)]
+
+
+class LimitExemptions(Strict):
+    roles: list[str] = Field(default_factory=list, description="Principals with any of these roles skip the limit.")
+    cidrs: list[Cidr] = Field(default_factory=list, description="Clients in these networks skip the limit.")
+
+
+class LimitConfig(Strict):
+    """One rate limit on a rule: exact and shared through the state store (`limits` library)."""
+
+    name: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$",
+                             description="Used in headers, metrics and logs; default '<rule id>.<index>'.")
+    rate: Rate = Field(description="One or more windows: '5/minute', '100/hour; 1000/day'.")
+    key: KeyPart | list[KeyPart] = Field(
+        "user_or_ip", description="ip (IPv6 by /64), user, user_or_ip, route, path:NAME, header:NAME, "
+        "body:/json/pointer, claim:NAME — or a list of them, combined.")
+    strategy: Literal["sliding-window", "moving-window", "fixed-window"] = Field(
+        "sliding-window", description="limits' algorithm; sliding-window is exact enough and Cluster safe.")
+    cost: int = Field(1, ge=1, le=1_000_000, description="Units one request spends.")
+    exempt: LimitExemptions = Field(default_factory=lambda: LimitExemptions())
+    on_exceed: Literal["deny", "challenge", "shadow"] = Field(
+        "deny", description="deny: 429; challenge: a CAPTCHA challenge; shadow: record only.")
+    fail: Literal["open", "closed"] = Field(
+        "open", description="When the store cannot answer in time: open lets the request through, closed answers 503.")
+
+
+class RateLimitSettings(Strict):
+    timeout: Duration = Field(0.05, description="Bound on each store call (tens of ms).")
+    breaker_cooldown: Duration = Field(5.0, description="After 3 straight store failures, skip the store this long.")
+    max_memory_keys: int = Field(1_000_000, ge=1000, description="memory://: live keys at most; new keys past it "
+                                 "get the limit's fail mode (a live key is never evicted).")
+
+
 class RequestConfig(Strict):
     max_body_bytes: Size = Field(1 << 20, description="Bodies a guard buffers; past it: 413.")
     max_header_bytes: Size = Field(32 << 10, description="Request line and headers together; past it: 431.")
@@ -235,6 +288,7 @@ class Rule(Strict):
     auth: Literal["required", "optional", "none"] = Field(
         "optional", description="required: 401 without a valid token; optional: verify if present; none: ignore.")
     roles: list[str] = Field(default_factory=list, description="Any of these roles is required (403 otherwise).")
+    limits: list[LimitConfig] = Field(default_factory=list, description="Rate limits on this rule.")
 
     @field_validator("id")
     @classmethod
@@ -266,8 +320,27 @@ class Policy(Strict):
     request: RequestConfig = Field(default_factory=lambda: RequestConfig(), description="Request size limits.")
     ip: IpListConfig | None = Field(None, description="IP lists applied before every rule.")
     auth: AuthConfig | None = Field(None, description="Identity: accounts, tokens, external authenticators.")
+    ratelimit: RateLimitSettings = Field(default_factory=lambda: RateLimitSettings(),
+                                         description="Rate-limit store behaviour.")
+    limits: list[LimitConfig] = Field(default_factory=list, description="Rate limits applied before every rule.")
     routes: list[Rule] = Field(default_factory=list, description="Rules; the first match in file order wins.")
     log: LogConfig = Field(default_factory=lambda: LogConfig(), description="Decision logging.")
+
+    def limit_names(self) -> list[tuple[str, LimitConfig]]:
+        """Every limit with its effective name (its key namespace), in policy order."""
+        named = [(cfg.name or f"global.{i}", cfg) for i, cfg in enumerate(self.limits)]
+        for rule in self.routes:
+            named += [(cfg.name or f"{rule.id}.{i}", cfg) for i, cfg in enumerate(rule.limits)]
+        return named
+
+    @model_validator(mode="after")
+    def _unique_limit_names(self) -> Policy:
+        seen: set[str] = set()
+        for name, _ in self.limit_names():
+            if name in seen:  # one name is one key namespace: two limits must never share it
+                raise ValueError(f"limit name {name!r} is used twice")
+            seen.add(name)
+        return self
 
     @model_validator(mode="after")
     def _auth_needed(self) -> Policy:

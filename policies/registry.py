@@ -12,8 +12,11 @@ from authn.guard import AuthnGuard
 from authn.runtime import AuthnRuntime
 from gateway.core.guard import Guard
 from gateway.core.services import GuardServices
+from policies.features import limit_spec
 from policies.ipfilter import IpFilterGuard
 from policies.model import Policy, Rule
+from ratelimit.guard import RateLimitGuard
+from ratelimit.limiter import Limiter
 
 __all__ = ["GuardFactory", "GuardRegistry", "default_registry"]
 
@@ -67,10 +70,31 @@ def _authn_guards(runtime: AuthnRuntime | None) -> GuardFactory:
     return build
 
 
-def default_registry(*, authn: AuthnRuntime | None = None) -> GuardRegistry:
-    """The built-in guards. Stages: 10 network lists, 30 authn (later: 20 ip limits, 40 captcha,
-    50 user/action limits, 60 content and follow moderation)."""
+IDENTITY_KEYS = ("user", "user_or_ip", "claim:")
+
+
+def _limit_guards(limiter: Limiter | None, *, identity: bool) -> GuardFactory:
+    """Limits keyed only by network/route/request data run before authn (stage 20: a flood is
+    refused before any token is verified); limits that need the principal run after it (50)."""
+    def build(rule: Rule, policy: Policy, services: GuardServices) -> list[Guard]:
+        if limiter is None:
+            return []
+        named = [(cfg.name or f"global.{i}", cfg) for i, cfg in enumerate(policy.limits)]
+        if rule.id not in ("default", "internal"):
+            named += [(cfg.name or f"{rule.id}.{i}", cfg) for i, cfg in enumerate(rule.limits)]
+        specs = [limit_spec(name, cfg) for name, cfg in named]
+        chosen = [s for s in specs if any(p.startswith(IDENTITY_KEYS) for p in s.key) == identity]
+        return [RateLimitGuard(chosen, limiter, name="ratelimit-user" if identity else "ratelimit")] if chosen else []
+
+    return build
+
+
+def default_registry(*, authn: AuthnRuntime | None = None, limiter: Limiter | None = None) -> GuardRegistry:
+    """The built-in guards by stage: 10 network lists, 20 network-keyed limits, 30 authn,
+    50 identity-keyed limits (later: 40 captcha, 60 content and follow moderation)."""
     registry = GuardRegistry()
     registry.register("ip", 10, _ip_guards)
+    registry.register("ratelimit", 20, _limit_guards(limiter, identity=False))
     registry.register("authn", 30, _authn_guards(authn))
+    registry.register("ratelimit-user", 50, _limit_guards(limiter, identity=True))
     return registry

@@ -54,6 +54,7 @@ class RequestContext:
     body: bytes | None = None
     signals: list[Signal] = field(default_factory=list)
     upstream_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    response_headers: list[tuple[str, str]] = field(default_factory=list)  # added to the client's response
     received_at: float = 0.0
 
     def header(self, name: bytes) -> bytes | None:

@@ -5,9 +5,28 @@ more than the increment itself on the request path."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from collections.abc import Callable, Iterable, Sequence
 
-__all__ = ["Metrics"]
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+__all__ = ["CounterSource", "Metrics"]
+
+CounterSource = Callable[[], Iterable[tuple[Sequence[str], float]]]
+
+
+class _CallbackCounters(Collector):
+    """A counter family read at scrape time from a callback (counts kept by a guard itself)."""
+
+    def __init__(self, name: str, documentation: str, labels: Sequence[str], source: CounterSource) -> None:
+        self.name, self.documentation, self.labels, self.source = name, documentation, list(labels), source
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
+        for values, count in self.source():
+            family.add_metric(list(values), count)
+        yield family
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -43,6 +62,10 @@ class Metrics:
                                  registry=r)
         self._requests: dict[tuple[str, str, int], Counter] = {}
         self._latency: dict[str, Histogram] = {}
+
+    def add_counter_source(self, name: str, documentation: str, labels: Sequence[str],
+                           source: CounterSource) -> None:
+        self.registry.register(_CallbackCounters(name, documentation, labels, source))
 
     def observe_request(self, rule: str, decision: str, status: int, seconds: float) -> None:
         key = (rule, decision, status)

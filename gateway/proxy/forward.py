@@ -131,6 +131,8 @@ async def forward(
     conn = await _exchange(pool, head, plan, receive, ctx.method, read_timeout)
     headers = filter_response_headers(conn.headers)
     headers.append((b"tsgate-decision", ctx.decision_id.encode("ascii")))
+    for name, value in ctx.response_headers:  # e.g. RateLimit / RateLimit-Policy from guards
+        headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
     status = conn.status
     if conn.complete:  # the whole response is already here: one send for head, one for body
         body, _ = await conn.read_body(read_timeout)
