@@ -169,6 +169,20 @@ AUTH_POLICY: dict[str, Any] = {
     "routes": [{"id": "api", "match": {"path": "/**"}, "auth": "required"}],
 }
 
+# A limit that never refuses during the run, so every request pays for the Redis check.
+NEVER_REFUSES = "100000000/minute"
+RATELIMIT_POLICY: dict[str, Any] = {
+    "state": REDIS_STATE,
+    "routes": [{"id": "api", "match": {"path": "/**"},
+                "limits": [{"name": "per-ip", "rate": NEVER_REFUSES, "key": "ip"}]}],
+}
+FULL_POLICY: dict[str, Any] = {
+    "state": REDIS_STATE,
+    "auth": {"access_ttl": "1h"},
+    "routes": [{"id": "api", "match": {"path": "/**"}, "auth": "required",
+                "limits": [{"name": "per-user", "rate": NEVER_REFUSES, "key": "user"}]}],
+}
+
 SCENARIOS: list[Scenario] = [
     Scenario("pass-through"),
     # The same gateway as an operator runs it on this 2-core machine: `tsgate run --workers 2`.
@@ -177,6 +191,10 @@ SCENARIOS: list[Scenario] = [
     Scenario("auth-pipeline", policy=AUTH_POLICY, prepare=_mint_access_token),
     # Pass-through traffic while 20 logins/s hash passwords beside it (target: fixed-load p99 <= 5 ms).
     Scenario("login-storm", policy=STORM_POLICY, prepare=_mint_access_token, background=_login_storm),
+    # One Redis-backed limit (sliding window counter) on every request.
+    Scenario("ratelimit-redis", policy=RATELIMIT_POLICY),
+    # JWT verify + Redis limit keyed by user + revocation lookup + signed identity (target >= 0.20).
+    Scenario("full-pipeline", policy=FULL_POLICY, prepare=_mint_access_token),
 ]
 
 
