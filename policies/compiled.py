@@ -61,10 +61,21 @@ class CompiledPolicy:
         # policy-wide guards (the top-level ip lists) still apply to them.
         internal_rule = Rule(id="internal", match=Match(path="/**"), auth="none")
         self.internal = CompiledRule("internal", "enforce", Pipeline(registry.build(internal_rule, policy, services)))
+        # Rules written for tsgate's own paths (e.g. limits on /_tsgate/auth/login) do apply to them.
+        self._own_path_rules = frozenset(
+            rule.id for rule in active if rule.match.path.lower().startswith(policy.prefix.lower()))
 
     @property
     def sha256(self) -> str:
         return self.loaded.sha256
+
+    def internal_route(self, method: str, path: str) -> CompiledRule:
+        """The rule for one of tsgate's own endpoints: a rule written for that path, else the
+        policy-wide guards only (catch-all rules like '/**' do not reach tsgate's endpoints)."""
+        found = self.matcher.match(method, path)
+        if found is not None and self.rules[found.index].id in self._own_path_rules:
+            return self.rules[found.index]
+        return self.internal
 
     def route(self, method: str, path: str) -> tuple[CompiledRule, dict[str, str]]:
         found = self.matcher.match(method, path)

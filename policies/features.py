@@ -106,7 +106,7 @@ def limit_spec(name: str, cfg: LimitConfig) -> LimitSpec:
     keys = cfg.key if isinstance(cfg.key, list) else [cfg.key]
     return LimitSpec.build(name, cfg.rate, key=keys, strategy=cfg.strategy, cost=cfg.cost,
                            exempt_roles=cfg.exempt.roles, exempt_cidrs=cfg.exempt.cidrs,
-                           on_exceed=cfg.on_exceed, fail=cfg.fail)
+                           on_exceed=cfg.on_exceed, fail=cfg.fail, count_on=cfg.count_on)
 
 
 def limits_storage(state_url: str) -> tuple[str, str]:

@@ -231,6 +231,17 @@ class LimitConfig(Strict):
         "deny", description="deny: 429; challenge: a CAPTCHA challenge; shadow: record only.")
     fail: Literal["open", "closed"] = Field(
         "open", description="When the store cannot answer in time: open lets the request through, closed answers 503.")
+    count_on: list[int] = Field(
+        default_factory=list, description="Count only responses with these statuses (e.g. [401] for failed "
+        "logins), charged after the response; empty: every request counts.")
+
+    @field_validator("count_on")
+    @classmethod
+    def _statuses(cls, value: list[int]) -> list[int]:
+        for status in value:
+            if not 100 <= status <= 599:
+                raise ValueError(f"{status} is not an HTTP status")
+        return value
 
 
 class RateLimitSettings(Strict):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import math
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 
 from gateway.core.context import RequestContext
 from gateway.core.decisions import ALLOW, Challenge, Decision, Deny, Signal
@@ -72,8 +73,11 @@ class RateLimitGuard:
             identifier = compose_key(spec, ctx, body)
             if identifier is None:
                 continue
-            result = await self.limiter.check(spec, identifier)
+            deferred = bool(spec.count_on)
+            result = await self.limiter.check(spec, identifier, charge=not deferred)
             counts = self._counters[spec.name]
+            if deferred and result.error is None and result.allowed:
+                ctx.after_response.append(self._charge_if(spec, identifier))
             if result.error is not None:
                 counts["store_errors"] += 1
                 if spec.fail == "closed":
@@ -108,6 +112,13 @@ class RateLimitGuard:
             self._remember(ctx.decision_id, headers)
             ctx.response_headers.extend(headers)  # the proxy adds these to the upstream's response
         return ALLOW
+
+    def _charge_if(self, spec: LimitSpec, identifier: str) -> Callable[[int], Awaitable[None]]:
+        async def charge(status: int) -> None:
+            if status in spec.count_on and not await self.limiter.charge(spec, identifier):
+                self._counters[spec.name]["store_errors"] += 1
+
+        return charge
 
     def _remember(self, decision_id: str, headers: tuple[tuple[str, str], ...]) -> None:
         self._pending[decision_id] = headers

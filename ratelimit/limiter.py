@@ -125,8 +125,9 @@ class Limiter:
     async def _bounded(self, call: Awaitable[T]) -> T:
         return await asyncio.wait_for(call, self.timeout)
 
-    async def check(self, spec: LimitSpec, identifier: str) -> LimitResult:
-        """Charge ``spec.cost`` to every rate of ``spec`` for ``identifier``.
+    async def check(self, spec: LimitSpec, identifier: str, *, charge: bool = True) -> LimitResult:
+        """Charge ``spec.cost`` to every rate of ``spec`` for ``identifier`` (with ``charge=False``
+        only test whether it would fit: used by limits that count after the response).
 
         Rates are hit in order and the first refusal stops: windows hit before it stay charged
         (a refused request still counts against the shorter windows, which errs on the strict
@@ -143,7 +144,8 @@ class Limiter:
         try:
             exceeded: RateLimitItem | None = None
             for rate in spec.rates:
-                if not await self._bounded(strategy.hit(rate, tag, identifier, cost=spec.cost)):
+                op = strategy.hit if charge else strategy.test
+                if not await self._bounded(op(rate, tag, identifier, cost=spec.cost)):
                     exceeded = rate
                     break
             rates = (exceeded,) if exceeded is not None else spec.rates
@@ -167,6 +169,22 @@ class Limiter:
             return LimitResult(False, exceeded, 0, reset_after)
         rate, remaining, reset_after = min(views, key=lambda v: (v[1], -v[2]))
         return LimitResult(True, rate, remaining, reset_after)
+
+    async def charge(self, spec: LimitSpec, identifier: str) -> bool:
+        """Charge every rate after the fact (a counted response). False when the store failed."""
+        if not self.breaker.allow():
+            return False
+        strategy, tag = self._strategies[spec.strategy], _TAGS[spec.strategy]
+        try:
+            for rate in spec.rates:
+                await self._bounded(strategy.hit(rate, tag, identifier, cost=spec.cost))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.breaker.record_failure()
+            return False
+        self.breaker.record_success()
+        return True
 
     async def aclose(self) -> None:
         """Release connections (Redis) or the expiry task (memory). Safe to call twice."""

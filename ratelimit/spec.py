@@ -85,6 +85,9 @@ class LimitSpec:
     exempt_cidrs: tuple[IPNetwork, ...] = ()
     on_exceed: OnExceed = "deny"
     fail: FailMode = "open"
+    # Empty: every request counts when checked. Otherwise only requests whose response status is
+    # in the set count, charged after the upstream answered (e.g. {401} for failed logins).
+    count_on: frozenset[int] = frozenset()
     # derived: the body pointers used by ``key`` (so the guard knows it needs the body)
     needs_body: bool = field(init=False, default=False)
 
@@ -126,6 +129,7 @@ class LimitSpec:
         exempt_cidrs: Iterable[str | IPNetwork] = (),
         on_exceed: OnExceed = "deny",
         fail: FailMode = "open",
+        count_on: Iterable[int] = (),
     ) -> LimitSpec:
         """Convenience constructor from plain strings (``rates="5/minute; 100/hour"``)."""
         return cls(
@@ -138,6 +142,7 @@ class LimitSpec:
             exempt_cidrs=_networks(exempt_cidrs),
             on_exceed=on_exceed,
             fail=fail,
+            count_on=frozenset(count_on),
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +56,8 @@ class RequestContext:
     signals: list[Signal] = field(default_factory=list)
     upstream_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     response_headers: list[tuple[str, str]] = field(default_factory=list)  # added to the client's response
+    # Work for after the response status is known (e.g. limits that count only failed logins).
+    after_response: list[Callable[[int], Awaitable[None]]] = field(default_factory=list)
     received_at: float = 0.0
 
     def header(self, name: bytes) -> bytes | None:

@@ -203,6 +203,7 @@ class ProxyApp:
             await send_problem(send, exc.status, exc.reason, decision_id, detail)
             gw.record(ctx, outcome, exc.status, started, reason=exc.reason)
             return
+        await _after_response(ctx, status)
         gw.record(ctx, outcome, status, started)
 
     async def _read_body(self, receive: Receive, inbound: Inbound, limit: int) -> bytes | None:
@@ -216,8 +217,20 @@ class ProxyApp:
 
     async def _internal(self, ctx: RequestContext, receive: Receive, send: Send, started: float) -> None:
         gw = self.gateway
-        ctx.rule_id = "internal"
-        pipeline = gw.compiled.internal.pipeline
+        rule = gw.compiled.internal_route(ctx.method, ctx.path)
+        ctx.rule_id = rule.id
+        pipeline = rule.pipeline
+        if pipeline.needs_body:  # e.g. a policy-wide limit keyed by the login name in the body
+            try:
+                ctx.body = await read_body(receive, gw.compiled.policy.request.max_body_bytes)
+            except BodyTooLarge:
+                await send_problem(send, 413, "request.body_too_large", ctx.decision_id, "The body is too large.")
+                gw.record(ctx, gw.allow_outcome, 413, started, reason="request.body_too_large")
+                return
+            except ClientGone:
+                gw.record(ctx, gw.allow_outcome, 499, started, reason="client.disconnected")
+                return
+            receive = _replay(ctx.body)
         outcome = await pipeline.run(ctx) if pipeline.guards else gw.allow_outcome
         if not isinstance(outcome.decision, Allow):
             status = await decision_response(send, outcome.decision, ctx.decision_id, gw.compiled.policy.prefix)
@@ -229,7 +242,8 @@ class ProxyApp:
             await send_problem(send, 404, "internal.not_found", ctx.decision_id, "No such tsgate endpoint.")
         else:
             status = await handler(ctx, receive, send)
-        gw.record(ctx, gw.allow_outcome, status, started)
+        await _after_response(ctx, status)
+        gw.record(ctx, outcome, status, started)
 
     # -- WebSocket --------------------------------------------------------------------------------
     async def handle_websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -259,6 +273,29 @@ class ProxyApp:
         status = await proxy_websocket(ctx, scope, receive, send, gw.ws_url(target, ctx.query), extra,
                                        gw.policy.upstream.connect_timeout)
         gw.record(ctx, outcome, status, started)
+
+
+async def _after_response(ctx: RequestContext, status: int) -> None:
+    """Hooks guards left for when the status is known; one failing hook never hides the others."""
+    for hook in ctx.after_response:
+        try:
+            await hook(status)
+        except Exception:
+            log.exception("after-response hook failed")
+
+
+def _replay(body: bytes) -> Receive:
+    """A receive() that hands a buffered body to a handler that reads it again."""
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}
+
+    return receive
 
 
 async def _ws_refuse(scope: Scope, send: Send, status: int, reason: str, decision_id: str, detail: str) -> None:

@@ -393,3 +393,25 @@ def test_key_rotation_without_downtime(backend: Backend, start_gateway: Callable
     assert {k["kid"] for k in gw.get("/.well-known/jwks.json").json()["keys"]} == {kid(old), kid(new)}
     for token in (old, new):
         assert gw.get("/api/debug/echo/private/x", headers=bearer(token)).status == 200
+
+
+LOGIN_LIMIT = """
+  - id: login-limit
+    match: {methods: [POST], path: "/_tsgate/auth/login"}
+    limits:
+      - {name: login-failures-per-name, rate: "2/minute", key: "body:/login", count_on: [401]}
+"""
+
+
+def test_login_limit_counts_only_failures(backend: Backend, start_gateway: Callable[..., GatewayProc],
+                                          tmp_path: Path) -> None:
+    """A limit on the login endpoint keyed by the (normalized) login name counts only failed logins:
+    successes never use it up, two failures do, and the name is then refused with 429."""
+    routes = AUTH_ROUTES.format(db=tmp_path / "l.db").replace("routes:\n", "routes:" + LOGIN_LIMIT, 1)
+    gw = start_gateway(policy_text(backend.port, routes), extra_env={"TEST_BACKEND_SECRET": BACKEND_SECRET})
+    register(gw)
+    assert [login(gw).status for _ in range(4)] == [200] * 4
+    assert [login(gw, "ALICE", "wrong password but long enough").status for _ in range(2)] == [401, 401]
+    refused = login(gw, " alice ", PASSWORD)
+    assert refused.status == 429 and refused.json()["reason"] == "ratelimit.exceeded"
+    assert login(gw, "someone-else", "wrong password but long enough").status == 401

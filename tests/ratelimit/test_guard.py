@@ -19,7 +19,7 @@ class StubLimiter(Limiter):
         super().__init__("memory://")
         self.error = error
 
-    async def check(self, spec: LimitSpec, identifier: str) -> LimitResult:
+    async def check(self, spec: LimitSpec, identifier: str, *, charge: bool = True) -> LimitResult:
         return LimitResult(True, spec.rates[0], spec.rates[0].amount, 0.0, self.error)
 
 
