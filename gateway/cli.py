@@ -83,6 +83,16 @@ def _parser() -> argparse.ArgumentParser:
     rot.add_argument("--refresh", action="store_true")
     rot.add_argument("--alg", choices=["EdDSA", "ES256"], default=None)
 
+    limits_cmd = sub.add_parser("limits", help="inspect or clear one rate-limit key")
+    lsub = limits_cmd.add_subparsers(dest="limits_command", required=True)
+    for verb, text in (("inspect", "show each window of a key"), ("clear", "forget one key's windows")):
+        cmd = lsub.add_parser(verb, help=text)
+        cmd.add_argument("--policy", default=_env("POLICY"), required=_env("POLICY") is None)
+        cmd.add_argument("--state", default=_env("STATE"), help="state URL overriding the policy")
+        cmd.add_argument("--limit", required=True, help="the limit's name")
+        cmd.add_argument("--key", required=True,
+                         help="the key's values joined by '|', as the limit composes them (e.g. 203.0.113.7)")
+
     policy = sub.add_parser("policy", help="policy tools")
     psub = policy.add_subparsers(dest="policy_command", required=True)
     check = psub.add_parser("check", help="validate a policy file")
@@ -250,6 +260,39 @@ def _cmd_accounts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_limits(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from policies.features import build_limiter, limit_spec
+
+    overrides: dict[str, Any] = {"state": args.state} if args.state else {}
+    policy = with_overrides(load_policy(args.policy), overrides).policy
+    named = dict(policy.limit_names())
+    if args.limit not in named:
+        raise ConfigError(f"--limit: no limit named {args.limit!r} (known: {', '.join(sorted(named)) or 'none'})")
+    if policy.state.startswith("memory://"):
+        raise ConfigError("state: memory:// counters live inside the gateway process; inspecting them needs a "
+                          "shared store (redis://), e.g. --state redis://127.0.0.1:6379/0")
+    spec = limit_spec(args.limit, named[args.limit])
+    identifier = f"{spec.name}:{args.key}"
+
+    async def run() -> list[str]:
+        limiter = build_limiter(policy)
+        limiter.timeout = max(limiter.timeout, 2.0)  # an operator can wait longer than a request
+        try:
+            if args.limits_command == "clear":
+                await limiter.clear(spec, identifier)
+                return [f"cleared {identifier}"]
+            return [f"{identifier}  {rate}: {remaining} left, resets in {reset:.0f}s"
+                    for rate, remaining, reset in await limiter.inspect(spec, identifier)]
+        finally:
+            await limiter.aclose()
+
+    for line in asyncio.run(run()):
+        print(line)
+    return 0
+
+
 def _cmd_policy(args: argparse.Namespace) -> int:
     if args.policy_command == "schema":
         print(json.dumps(Policy.model_json_schema(), indent=2))
@@ -271,6 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_keys(args)
         if args.command == "accounts":
             return _cmd_accounts(args)
+        if args.command == "limits":
+            return _cmd_limits(args)
         return _cmd_policy(args)
     except PolicyError as exc:
         print(f"tsgate: invalid policy {exc.source}:", file=sys.stderr)

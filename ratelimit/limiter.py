@@ -186,6 +186,22 @@ class Limiter:
         self.breaker.record_success()
         return True
 
+    async def inspect(self, spec: LimitSpec, identifier: str) -> list[tuple[RateLimitItem, int, float]]:
+        """(rate, remaining, seconds to reset) for each window of a key, without charging it."""
+        strategy, tag = self._strategies[spec.strategy], _TAGS[spec.strategy]
+        now = time.time()
+        out = []
+        for rate in spec.rates:
+            stats = await self._bounded(strategy.get_window_stats(rate, tag, identifier))
+            out.append((rate, max(0, int(stats.remaining)), max(0.0, stats.reset_time - now)))
+        return out
+
+    async def clear(self, spec: LimitSpec, identifier: str) -> None:
+        """Forget one key's windows (deletes exactly those keys; never a KEYS scan or reset())."""
+        strategy, tag = self._strategies[spec.strategy], _TAGS[spec.strategy]
+        for rate in spec.rates:
+            await self._bounded(strategy.clear(rate, tag, identifier))
+
     async def aclose(self) -> None:
         """Release connections (Redis) or the expiry task (memory). Safe to call twice."""
         timer = getattr(self.storage, "timer", None)

@@ -130,3 +130,29 @@ def test_store_down_follows_each_limits_fail_mode(backend: Backend,
     assert time.monotonic() - started < 5
     metrics = request(gw.admin_port, "GET", "/metrics").body.decode()
     assert 'tsgate_ratelimit_decisions_total{limit="open-limit",outcome="store_errors"}' in metrics
+
+
+@pytest.mark.skipif(redis_url() is None, reason="no Redis available (see scripts/with-services.sh)")
+def test_operator_inspects_and_clears_one_key(backend: Backend, start_gateway: Callable[..., GatewayProc]) -> None:
+    """`tsgate limits inspect` shows a key's windows and `tsgate limits clear` gives that one key
+    its budget back (no KEYS scan, no reset of anything else)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    state = f"{redis_url()}?prefix=tsgate-test-{uuid.uuid4().hex[:8]}:"
+    gw = start_gateway(policy_text(backend.port, LIMITS, state=state))
+    assert [gw.get("/api/debug/echo/limited/x").status for _ in range(6)] == [200] * 5 + [429]
+
+    def cli(verb: str) -> str:
+        result = subprocess.run([sys.executable, "-m", "gateway.cli", "limits", verb, "--policy", str(gw.policy_path),
+                                 "--limit", "echo-ip", "--key", "127.0.0.1"],
+                                capture_output=True, text=True, cwd=ROOT, timeout=30)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    assert "0 left" in cli("inspect")
+    assert "cleared" in cli("clear")
+    assert "5 left" in cli("inspect")
+    assert gw.get("/api/debug/echo/limited/x").status == 200
