@@ -4,14 +4,17 @@ in the real state store (memory or Redis), draft-ietf-httpapi-ratelimit-headers-
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import Backend, GatewayProc, free_port, policy_text, redis_url, request
+from tests.conftest import Backend, GatewayProc, free_port, policy_text, redis_url, request, wait_port
 
 LIMITS = """
 routes:
@@ -156,3 +159,39 @@ def test_operator_inspects_and_clears_one_key(backend: Backend, start_gateway: C
     assert "cleared" in cli("clear")
     assert "5 left" in cli("inspect")
     assert gw.get("/api/debug/echo/limited/x").status == 200
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server binary to stop and restart")
+def test_redis_stopped_and_restarted(backend: Backend, start_gateway: Callable[..., GatewayProc],
+                                     tmp_path: Path) -> None:
+    """A Redis of our own is stopped under the gateway: limits follow their fail mode with no 500,
+    and once Redis is back (same port) limits are enforced again without restarting tsgate."""
+    port = free_port()
+
+    def redis_up() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                 "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+        wait_port(port, proc=proc)
+        return proc
+
+    server = redis_up()
+    try:
+        gw = start_gateway(policy_text(backend.port, "ratelimit: {timeout: 50ms, breaker_cooldown: 1s}\n" + FAIL_MODES,
+                                       state=f"redis://127.0.0.1:{port}/0"))
+        assert [gw.get("/api/debug/echo/closed/x").status for _ in range(2)] == [200, 429]
+        server.terminate()
+        server.wait(10)
+        during = [gw.get(p).status for p in ("/api/debug/echo/open/x", "/api/debug/echo/closed/x") for _ in range(3)]
+        assert during == [200, 200, 200, 503, 503, 503]
+        server = redis_up()  # an empty Redis: the counts start over
+        deadline = time.monotonic() + 10
+        statuses: list[int] = []
+        while time.monotonic() < deadline:
+            statuses = [gw.get("/api/debug/echo/open/x").status for _ in range(2)]
+            if statuses == [200, 429]:
+                break
+            time.sleep(0.3)
+        assert statuses == [200, 429]  # enforced again once the breaker let a call through
+    finally:
+        server.terminate()
+        server.wait(10)
