@@ -17,6 +17,8 @@ from authn.passwords import PROFILES, PasswordHasher
 from authn.tokens import AccessTokens, Assertions
 from gateway.core.paths import canonicalize
 from policies.matcher import RouteMatcher
+from ratelimit.limiter import Limiter
+from ratelimit.spec import LimitSpec
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
 
@@ -53,6 +55,34 @@ def request_path_rows() -> list[str]:
     ]
 
 
+async def ratelimit_rows() -> list[str]:
+    """Cost of one limit decision (hit + window state), sequential and 100 at a time."""
+    rows = []
+    spec = LimitSpec.build("bench", "100000000/minute", key=["ip"])
+    for label, url in (("memory", "memory://"), ("Redis", "redis://127.0.0.1:6379/14")):
+        limiter = Limiter(url, timeout=2.0, key_prefix="tsgate-bench-micro")
+        try:
+            first = await limiter.check(spec, "bench:k")
+            if first.error is not None:
+                rows.append(f"| rate-limit decision, {label} | unavailable ({first.error}) |")
+                continue
+            n = 500
+            t0 = time.perf_counter()
+            for _ in range(n):
+                await limiter.check(spec, "bench:k")
+            sequential = (time.perf_counter() - t0) / n * 1e6
+            t0 = time.perf_counter()
+            for _ in range(5):
+                await asyncio.gather(*(limiter.check(spec, "bench:k") for _ in range(100)))
+            concurrent = (time.perf_counter() - t0) / 500 * 1e6
+            rows.append(f"| rate-limit decision, {label}, one at a time (2 store calls) | {sequential:.0f} µs |")
+            rows.append(f"| rate-limit decision, {label}, 100 in flight (per decision) | {concurrent:.0f} µs |")
+        finally:
+            await limiter.clear(spec, "bench:k")
+            await limiter.aclose()
+    return rows
+
+
 async def argon_rows() -> list[str]:
     rows = []
     for name, profile in PROFILES.items():
@@ -73,7 +103,8 @@ async def argon_rows() -> list[str]:
 
 
 def main() -> int:
-    rows = ["| operation | cost |", "|---|---|", *token_rows(), *request_path_rows(), *asyncio.run(argon_rows())]
+    rows = ["| operation | cost |", "|---|---|", *token_rows(), *request_path_rows(),
+            *asyncio.run(ratelimit_rows()), *asyncio.run(argon_rows())]
     section = (f"\n### Micro benchmarks — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n"
                f"Command: `.venv/bin/python bench/micro.py`\n\n" + "\n".join(rows) + "\n")
     print(section)
