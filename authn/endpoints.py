@@ -24,7 +24,7 @@ from typing import Any
 from authn.accounts import AccountRecord
 from authn.errors import AccountExistsError, HasherBusyError
 from authn.passwords import PasswordProblem, normalize_login
-from authn.runtime import AuthnRuntime, AuthResult
+from authn.runtime import INVALID, AuthnRuntime, AuthResult
 from authn.sessions import TokenPair
 from gateway.core.asgi import BodyTooLarge, ClientGone, Receive, Send, read_body, send_json, send_problem
 from gateway.core.context import RequestContext
@@ -235,12 +235,16 @@ class AuthEndpoints:
         return 200
 
     async def logout(self, ctx: RequestContext, receive: Receive, send: Send) -> int:
+        # Verified once, here: logout needs the claims (sid, jti, exp), not just the principal.
+        scheme, _, token = (_header(ctx, b"authorization") or "").partition(" ")
+        claims = await self.runtime.verify_access(token.strip()) if scheme.lower() == "bearer" else INVALID
+        if isinstance(claims, AuthResult):
+            if claims.error == "unavailable":
+                raise _Problem(503, "auth.unavailable", "Sign-in cannot be checked right now.",
+                               (("Retry-After", "5"),))
+            raise _Problem(401, "auth.invalid_token", "A valid access token is required.",
+                           (("WWW-Authenticate", 'Bearer realm="tsgate", error="invalid_token"'),))
         rt = self.runtime
-        result = await self._bearer(ctx)
-        token = (_header(ctx, b"authorization") or "").partition(" ")[2].strip()
-        claims = await rt.verify_access(token)
-        if isinstance(claims, AuthResult) or result.principal is None:
-            raise _Problem(401, "auth.invalid_token", "A valid access token is required.")
         everywhere = b"all=true" in ctx.query.split(b"&") or b"all=1" in ctx.query.split(b"&")
         await rt.sessions.logout(claims, everywhere)
         await send_json(send, 204, None, ctx.decision_id, self._clear_cookie())

@@ -28,7 +28,7 @@ from gateway.core.decisions import Signal
 from gateway.core.errors import StoreError
 from gateway.core.state import StateStore
 
-__all__ = ["AuthResult", "AuthSettings", "AuthnRuntime"]
+__all__ = ["INVALID", "AuthResult", "AuthSettings", "AuthnRuntime"]
 
 log = logging.getLogger("tsgate.authn")
 

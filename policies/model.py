@@ -337,11 +337,19 @@ class Policy(Strict):
     routes: list[Rule] = Field(default_factory=list, description="Rules; the first match in file order wins.")
     log: LogConfig = Field(default_factory=lambda: LogConfig(), description="Decision logging.")
 
-    def limit_names(self) -> list[tuple[str, LimitConfig]]:
-        """Every limit with its effective name (its key namespace), in policy order."""
+    def named_limits(self, rule: Rule | None = None) -> list[tuple[str, LimitConfig]]:
+        """The policy-wide limits, then ``rule``'s, each with its effective name (its key
+        namespace): the configured name, else 'global.<i>' / '<rule id>.<i>'."""
         named = [(cfg.name or f"global.{i}", cfg) for i, cfg in enumerate(self.limits)]
-        for rule in self.routes:
+        if rule is not None:
             named += [(cfg.name or f"{rule.id}.{i}", cfg) for i, cfg in enumerate(rule.limits)]
+        return named
+
+    def limit_names(self) -> list[tuple[str, LimitConfig]]:
+        """Every limit with its effective name, in policy order."""
+        named = self.named_limits()
+        for rule in self.routes:
+            named += self.named_limits(rule)[len(self.limits):]
         return named
 
     @model_validator(mode="after")

@@ -79,9 +79,7 @@ def _limit_guards(limiter: Limiter | None, *, identity: bool) -> GuardFactory:
     def build(rule: Rule, policy: Policy, services: GuardServices) -> list[Guard]:
         if limiter is None:
             return []
-        named = [(cfg.name or f"global.{i}", cfg) for i, cfg in enumerate(policy.limits)]
-        if rule.id not in ("default", "internal"):
-            named += [(cfg.name or f"{rule.id}.{i}", cfg) for i, cfg in enumerate(rule.limits)]
+        named = policy.named_limits(rule if rule.id not in ("default", "internal") else None)
         specs = [limit_spec(name, cfg) for name, cfg in named]
         chosen = [s for s in specs if any(p.startswith(IDENTITY_KEYS) for p in s.key) == identity]
         return [RateLimitGuard(chosen, limiter, name="ratelimit-user" if identity else "ratelimit")] if chosen else []
