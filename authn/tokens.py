@@ -13,7 +13,6 @@ ours run instead, with the same leeway)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -205,9 +204,12 @@ class AccessTokens:
         self._verifier = _Verifier(
             ring, issuer=issuer, typ=_ACCESS_TYP, require=_ACCESS_CLAIMS, leeway=leeway, clock=self._clock
         )
-        # (kid, jti) -> (sha256(token), claims). The digest makes a hit mean "this exact token was
-        # verified", so a forged token reusing a cached kid+jti goes through full verification.
-        self._cache: OrderedDict[tuple[str, str], tuple[bytes, AccessClaims]] = OrderedDict()
+        # The exact token string -> (kid, claims): a hit means "this very token was verified", so a
+        # forged token reusing a cached kid or jti goes through full verification. A hit skips
+        # the header parse and the signature (~1 µs instead of ~20-200 µs) but still checks the
+        # clock and that its key is still in the ring. (kid, jti) -> token serves ``forget``.
+        self._cache: OrderedDict[str, tuple[str, AccessClaims]] = OrderedDict()
+        self._slots: dict[tuple[str, str], str] = {}
         self._cache_size = cache_size
         self.cache_hits = 0
         self.cache_misses = 0
@@ -261,41 +263,32 @@ class AccessTokens:
             raise _guarded("access token", exc) from exc
 
     def _verify(self, token: str) -> AccessClaims:
-        kid, alg, parts = self._verifier.header(token)
-        digest = hashlib.sha256(token.encode("ascii")).digest()
-        # The payload is read unverified only to find the cache slot; nothing else trusts it.
-        jti = _peek_jti(parts[1])
-        cached = self._cache.get((kid, jti)) if jti is not None else None
-        if cached is not None and secrets.compare_digest(cached[0], digest):
+        cached = self._cache.get(token) if isinstance(token, str) else None
+        if cached is not None and self._ring.get(cached[0]) is not None:  # a retired key ends its tokens
             self.cache_hits += 1
             self._verifier.check_times(cached[1].raw)  # a cached token still expires
             return cached[1]
+        kid, alg, _ = self._verifier.header(token)
         self.cache_misses += 1
         raw = self._verifier.claims(token, kid, alg, self._audience)
         claims = _access_claims(raw)
-        self._remember((kid, claims.jti), digest, claims)
+        self._remember(token, kid, claims)
         return claims
 
-    def _remember(self, slot: tuple[str, str], digest: bytes, claims: AccessClaims) -> None:
+    def _remember(self, token: str, kid: str, claims: AccessClaims) -> None:
         if self._cache_size <= 0:
             return
-        self._cache[slot] = (digest, claims)
-        self._cache.move_to_end(slot)
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)  # evict the oldest; a miss only costs a re-verify
+        self._cache[token] = (kid, claims)
+        self._slots[(kid, claims.jti)] = token
+        while len(self._cache) > self._cache_size:  # evict the oldest; a miss only costs a re-verify
+            _, (old_kid, old_claims) = self._cache.popitem(last=False)
+            self._slots.pop((old_kid, old_claims.jti), None)
 
     def forget(self, kid: str, jti: str) -> None:
         """Drop one cached entry (e.g. on logout, before the revocation check sees it again)."""
-        self._cache.pop((kid, jti), None)
-
-
-def _peek_jti(payload_b64: str) -> str | None:
-    try:
-        payload = json.loads(b64url_decode(payload_b64))
-    except ValueError:
-        return None
-    jti = payload.get("jti") if isinstance(payload, dict) else None
-    return jti if isinstance(jti, str) else None
+        token = self._slots.pop((kid, jti), None)
+        if token is not None:
+            self._cache.pop(token, None)
 
 
 def _access_claims(raw: dict[str, Any]) -> AccessClaims:

@@ -687,6 +687,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--scenario", action="append", choices=[s.name for s in SCENARIOS],
                    help="only this tsgate scenario (repeatable; default: all)")
     p.add_argument("--no-docs", action="store_true", help="do not append the run to docs/performance.md")
+    p.add_argument("--profile", type=Path, metavar="DIR",
+                   help="also sample each tsgate row with py-spy (pip install py-spy) during its throughput run "
+                        "and write DIR/<scenario>.txt (collapsed stacks, for flamegraph tools)")
     args = p.parse_args(argv)
     if min(args.duration, args.connections, args.threads, args.workers, args.fixed_connections,
            args.fixed_duration) < 1 or args.warmup < 0 or args.fixed_rate < 0:
@@ -734,6 +737,26 @@ def stop_on_signals() -> Iterator[None]:
             signal.signal(s, handler)
 
 
+@contextmanager
+def profiled(out_dir: Path | None, name: str, gateway: subprocess.Popen[bytes], load: Load) -> Iterator[None]:
+    """py-spy samples the gateway (and its worker processes) while the row is measured."""
+    spy = shutil.which("py-spy") or str(REPO / ".venv" / "bin" / "py-spy")
+    if out_dir is None:
+        yield
+        return
+    if not os.access(spy, os.X_OK):
+        raise BenchError("--profile needs py-spy (.venv/bin/python -m pip install py-spy)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    argv = [spy, "record", "--subprocesses", "--format", "raw", "--rate", "200",
+            "--pid", str(gateway.pid), "--output", str(out_dir / f"{name}.txt")]
+    spy_proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        spy_proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        wait_exit(spy_proc, 10)
+
+
 def run_bench(args: argparse.Namespace, procs: Processes, tmp: Path) -> Report:
     nginx, wrk_bin, is_wrk2 = find_tools(args.workers)
     wrk = Wrk(wrk_bin, procs, tmp, is_wrk2)
@@ -760,7 +783,7 @@ def run_bench(args: argparse.Namespace, procs: Processes, tmp: Path) -> Report:
         print(f"bench: {row} ...", file=sys.stderr, flush=True)
         port = free_port()
         gateway = start_tsgate(procs, sc, ctx, port)
-        with sc.background(port) if sc.background else nullcontext():
+        with sc.background(port) if sc.background else nullcontext(), profiled(args.profile, sc.name, gateway, load):
             throughput[row] = measure(wrk, port, load, args.warmup, sc)
             fixed_results[row] = measure(wrk, port, fixed, 1, sc)
         procs.stop(gateway)  # one gateway at a time: the next row gets both cores' share

@@ -28,8 +28,10 @@ from limits.storage import storage_from_string
 from limits.util import get_dependency
 
 from gateway.core.clock import Clock
+from gateway.core.state.autopipe import AutoPipeline
 from ratelimit.breaker import CircuitBreaker
 from ratelimit.keyspace import KeySpace
+from ratelimit.redis_windows import SlidingWindowScript
 from ratelimit.spec import LimitSpec
 
 __all__ = ["LimitResult", "Limiter"]
@@ -72,10 +74,12 @@ class Limiter:
     ``max_connections`` sizes the blocking Redis pool (a burst waits for a connection, within
     ``timeout``, instead of failing).
 
-    A check costs, per spec with n rates: up to n ``hit`` round trips (sequential, stopping at the
-    first refusal) plus n window-stats calls issued concurrently (1 when refused). On Redis each
-    hit and each stats call is one Lua round trip, except fixed-window stats (GET + TTL: 2).
-    Note that limits' fixed window also counts refused hits within the current window."""
+    On Redis, a sliding-window check (the default strategy) is one Lua call that charges every
+    rate and returns the window state (``ratelimit.redis_windows``; one call per rate on a
+    cluster), auto-pipelined with the process's other Redis commands. The other strategies go
+    through ``limits.aio``: up to n ``hit`` round trips (sequential, stopping at the first
+    refusal) plus n window-stats calls issued concurrently (1 when refused); fixed-window stats
+    are GET + TTL. Note that limits' fixed window also counts refused hits in the current window."""
 
     def __init__(
         self,
@@ -119,6 +123,12 @@ class Limiter:
             "moving-window": MovingWindowRateLimiter(self.storage),
             "fixed-window": FixedWindowRateLimiter(self.storage),
         }
+        self.pipe: AutoPipeline | None = None
+        self._windows: SlidingWindowScript | None = None
+        if not self.is_memory and url.startswith(("async+redis", "async+rediss")):
+            client = self.storage.bridge.get_connection()  # type: ignore[attr-defined]
+            self.pipe = AutoPipeline(client, timeout=timeout)
+            self._windows = SlidingWindowScript(self.pipe, key_prefix, cluster="cluster" in url)
         self.breaker = CircuitBreaker(threshold=breaker_threshold, cooldown=breaker_cooldown, clock=clock)
         self.keyspace: KeySpace | None = KeySpace(max_memory_keys, clock=clock) if self.is_memory else None
 
@@ -142,6 +152,8 @@ class Limiter:
         if not self.breaker.allow():
             return LimitResult(True, first, first.amount, 0.0, ERROR_CIRCUIT_OPEN)
         try:
+            if self._windows is not None and spec.strategy == "sliding-window":
+                return self._record(await self._sliding_windows(self._windows, spec, identifier, charge))
             exceeded: RateLimitItem | None = None
             for rate in spec.rates:
                 op = strategy.hit if charge else strategy.test
@@ -155,9 +167,7 @@ class Limiter:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # foreign storage errors stop here; none leak to the guard
-            self.breaker.record_failure()
-            reason = ERROR_TIMEOUT if isinstance(exc, TimeoutError) else f"{ERROR_UNAVAILABLE}: {type(exc).__name__}"
-            return LimitResult(True, first, first.amount, 0.0, reason)
+            return self._failed(first, exc)
         self.breaker.record_success()
         now = time.time()  # limits stamps windows with the wall clock; so must we
         views = [
@@ -170,14 +180,41 @@ class Limiter:
         rate, remaining, reset_after = min(views, key=lambda v: (v[1], -v[2]))
         return LimitResult(True, rate, remaining, reset_after)
 
+    async def _sliding_windows(self, script: SlidingWindowScript, spec: LimitSpec, identifier: str,
+                               charge: bool) -> LimitResult:
+        tag = _TAGS[spec.strategy]
+        try:
+            refused, states = await script.check(spec.rates, (tag, identifier), cost=spec.cost, charge=charge)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return self._failed(spec.rates[0], exc)
+        if refused is not None:
+            return LimitResult(False, refused, 0, states[-1].reset_after)
+        best = min(states, key=lambda st: (st.remaining, -st.reset_after))
+        return LimitResult(True, best.rate, best.remaining, best.reset_after)
+
+    def _record(self, result: LimitResult) -> LimitResult:
+        if result.error is None:
+            self.breaker.record_success()
+        return result
+
+    def _failed(self, first: RateLimitItem, exc: Exception) -> LimitResult:
+        self.breaker.record_failure()
+        reason = ERROR_TIMEOUT if isinstance(exc, TimeoutError) else f"{ERROR_UNAVAILABLE}: {type(exc).__name__}"
+        return LimitResult(True, first, first.amount, 0.0, reason)
+
     async def charge(self, spec: LimitSpec, identifier: str) -> bool:
         """Charge every rate after the fact (a counted response). False when the store failed."""
         if not self.breaker.allow():
             return False
         strategy, tag = self._strategies[spec.strategy], _TAGS[spec.strategy]
         try:
-            for rate in spec.rates:
-                await self._bounded(strategy.hit(rate, tag, identifier, cost=spec.cost))
+            if self._windows is not None and spec.strategy == "sliding-window":
+                await self._windows.check(spec.rates, (tag, identifier), cost=spec.cost, charge=True)
+            else:
+                for rate in spec.rates:
+                    await self._bounded(strategy.hit(rate, tag, identifier, cost=spec.cost))
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -207,6 +244,8 @@ class Limiter:
         timer = getattr(self.storage, "timer", None)
         if isinstance(timer, asyncio.Task) and not timer.done():
             timer.cancel()
+        if self.pipe is not None:
+            await self.pipe.aclose()
         client = getattr(getattr(self.storage, "bridge", None), "storage", None)
         for resource in (client, self._pool):
             closer = getattr(resource, "aclose", None)

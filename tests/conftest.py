@@ -192,3 +192,64 @@ def redis_url() -> str | None:
     if os.environ.get("TSGATE_TEST_NO_REDIS"):
         return None
     return os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def _cluster_ports(count: int) -> list[int]:
+    """Free ports whose cluster-bus twins (port + 10000) are free too and still below 65536."""
+    import random
+
+    def free(port: int) -> bool:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+            return True
+
+    chosen: list[int] = []
+    while len(chosen) < count:
+        port = random.randint(20000, 29999)  # noqa: S311 - not a secret
+        if port not in chosen and free(port) and free(port + 10000):
+            chosen.append(port)
+    return chosen
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[str]:
+    """A real three-node Redis Cluster (no replicas) from the redis-server binary, for this test
+    session only; yields ``redis+cluster://127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3``."""
+    import shutil
+    import tempfile
+
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        pytest.skip("NO redis-server/redis-cli binary: the Redis Cluster tests are SKIPPED")
+    workdir = Path(tempfile.mkdtemp(prefix="tsgate-cluster-"))
+    ports = _cluster_ports(3)
+    procs = []
+    try:
+        for port in ports:
+            node_dir = workdir / str(port)
+            node_dir.mkdir()
+            procs.append(subprocess.Popen(
+                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+                 "--cluster-config-file", "nodes.conf", "--save", "", "--appendonly", "no", "--dir", str(node_dir)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for port in ports:
+            wait_port(port, 10)
+        subprocess.run(["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
+                        "--cluster-replicas", "0", "--cluster-yes"],
+                       check=True, capture_output=True, timeout=30)
+        deadline = time.monotonic() + 20
+        while True:  # every node must agree the cluster is up before clients connect
+            states = [subprocess.run(["redis-cli", "-p", str(p), "cluster", "info"], capture_output=True,
+                                     text=True, timeout=5).stdout for p in ports]
+            if all("cluster_state:ok" in s for s in states):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis cluster did not come up: {states}")
+            time.sleep(0.1)
+        yield "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in ports)
+    finally:
+        for proc in procs:
+            stop(proc)
+        shutil.rmtree(workdir, ignore_errors=True)

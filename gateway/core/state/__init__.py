@@ -13,7 +13,7 @@ from gateway.core.state.redis import RedisStore
 
 __all__ = ["MemoryStore", "RedisStore", "StateStore", "store_from_url", "store_key"]
 
-_SUPPORTED = "memory://, redis://, rediss://, unix://"
+_SUPPORTED = "memory://, redis://, rediss://, unix://, redis+cluster://"
 
 
 def store_from_url(url: str, *, clock: Clock | None = None) -> StateStore:

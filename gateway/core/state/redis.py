@@ -1,7 +1,9 @@
-"""The shared state store (``redis://``, ``rediss://``, ``unix://``) on ``redis.asyncio``.
+"""The shared state store (``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``) on
+``redis.asyncio``.
 
-Every operation is one round trip; the read-modify-write ones are Lua scripts so they are atomic
-on the server. Every failure surfaces as ``StoreError`` / ``StoreUnavailableError``: no redis
+Every operation is one command; the read-modify-write ones are Lua scripts so they are atomic
+on the server. The hot-path operations are auto-pipelined (``AutoPipeline``): commands from
+concurrent requests share one round trip. Every failure surfaces as ``StoreError`` / ``StoreUnavailableError``: no redis
 type leaks past this module."""
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from contextlib import contextmanager
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -21,10 +24,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.core.clock import Clock, SystemClock
 from gateway.core.errors import ConfigError, StoreError, StoreUnavailableError
+from gateway.core.state.autopipe import AutoPipeline
 
 __all__ = ["RedisStore"]
 
-SCHEMES = frozenset({"redis", "rediss", "unix"})
+SCHEMES = frozenset({"redis", "rediss", "unix", "redis+cluster"})
 DEFAULT_PREFIX = "tsgate:"
 DEFAULT_MAX_CONNECTIONS = 64
 
@@ -87,13 +91,16 @@ def _redact(url: str) -> str:
 class RedisStore:
     """A ``StateStore`` on Redis, shared by every worker and gateway pointing at it.
 
-    URL: ``redis://[user:pass@]host:port/db``, ``rediss://...`` (TLS) or ``unix:///path.sock``,
-    with optional query options (URL values override the keyword arguments):
+    URL: ``redis://[user:pass@]host:port/db``, ``rediss://...`` (TLS), ``unix:///path.sock`` or
+    ``redis+cluster://[user:pass@]host:port,host:port`` (Redis Cluster; the nodes listed are
+    only where discovery starts), with optional query options (URL values override the keyword
+    arguments):
 
     * ``prefix=...``: prepended to every key (default ``tsgate:``); must be non-empty and free
       of ``{}`` so that ``store_key``'s hash tag stays the one Redis Cluster hashes on;
     * ``timeout_ms=...``: connect, read and pool-wait timeout (default ``timeout`` = 50 ms);
-    * ``max_connections=...``: pool size (default 64); callers beyond it wait up to the timeout;
+    * ``max_connections=...``: pool size (default 64; per node on a cluster); callers beyond it
+      wait up to the timeout;
     * passed to redis-py: ``db``, ``client_name`` and, for ``rediss``, ``ssl_cert_reqs``,
       ``ssl_ca_certs``, ``ssl_ca_path``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_check_hostname``.
 
@@ -124,6 +131,8 @@ class RedisStore:
         max_connections = int(_positive_number(options.pop("max_connections", str(DEFAULT_MAX_CONNECTIONS)),
                                                "max_connections", integer=True))
         allowed = _PASSTHROUGH | (_PASSTHROUGH_TLS if scheme == "rediss" else frozenset())
+        if scheme == "redis+cluster":
+            allowed = frozenset({"client_name"})  # a cluster has no numbered databases
         unknown = sorted(set(options) - allowed)
         if unknown:
             supported = ", ".join(["prefix", "timeout_ms", "max_connections", *sorted(allowed)])
@@ -133,9 +142,20 @@ class RedisStore:
         self.prefix = prefix
         self.timeout = timeout
         self.clock: Clock = clock if clock is not None else SystemClock()
+        self._redis: Any
+        if scheme == "redis+cluster":
+            self._redis = _cluster_client(parts, options, timeout, max_connections)
+        else:
+            self._redis = self._single_client(parts, options, timeout, max_connections, scheme)
+        # Hot-path commands from concurrent requests share one pipeline (one round trip).
+        self._pipe = AutoPipeline(self._redis, timeout=timeout)
+
+    @staticmethod
+    def _single_client(parts: Any, options: dict[str, str], timeout: float, max_connections: int,
+                       scheme: str) -> Redis:
         redis_url = urlunsplit(parts._replace(query=urlencode(options)))
         try:
-            self._pool = BlockingConnectionPool.from_url(
+            pool = BlockingConnectionPool.from_url(
                 redis_url,
                 max_connections=max_connections,
                 timeout=timeout,  # how long a caller waits for a free pooled connection
@@ -146,10 +166,12 @@ class RedisStore:
             )
         except ValueError as exc:  # redis-py's own option parsing (e.g. db=abc)
             raise ConfigError(f"invalid {scheme}:// URL: {exc}") from exc
-        self._redis = Redis(connection_pool=self._pool)
-        # Registered once; each call is one EVALSHA (plus a SCRIPT LOAD after a server restart).
-        self._incr_script = self._redis.register_script(_INCR_LUA)
-        self._window_add_script = self._redis.register_script(_WINDOW_ADD_LUA)
+        return Redis(connection_pool=pool)
+
+    @property
+    def round_trips(self) -> int:
+        """Pipelines sent so far (the benchmark divides by requests)."""
+        return self._pipe.round_trips
 
     def _key(self, key: str) -> str:
         return self.prefix + key
@@ -169,11 +191,11 @@ class RedisStore:
     async def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
         ttl_ms = 0 if ttl is None else _millis(ttl)
         with self._translate("incr"):
-            return int(await self._incr_script(keys=[self._key(key)], args=[amount, ttl_ms]))
+            return int(await self._pipe.run_script(_INCR_LUA, [self._key(key)], [amount, ttl_ms]))
 
     async def get_counter(self, key: str) -> int:
         with self._translate("get_counter"):
-            raw = cast(bytes | None, await self._redis.get(self._key(key)))
+            raw = cast(bytes | None, await self._pipe.execute("GET", self._key(key)))
         if raw is None:
             return 0
         try:
@@ -184,23 +206,26 @@ class RedisStore:
     async def set_if_absent(self, key: str, value: bytes, ttl: float) -> bool:
         ttl_ms = _millis(ttl)
         with self._translate("set_if_absent"):
-            return bool(await self._redis.set(self._key(key), value, px=ttl_ms, nx=True))
+            return bool(await self._pipe.execute("SET", self._key(key), value, "PX", ttl_ms, "NX"))
 
     async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
         ttl_ms = None if ttl is None else _millis(ttl)
         with self._translate("set"):
-            await self._redis.set(self._key(key), value, px=ttl_ms)
+            if ttl_ms is None:
+                await self._pipe.execute("SET", self._key(key), value)
+            else:
+                await self._pipe.execute("SET", self._key(key), value, "PX", ttl_ms)
 
     async def get(self, key: str) -> bytes | None:
         with self._translate("get"):
-            return cast(bytes | None, await self._redis.get(self._key(key)))
+            return cast(bytes | None, await self._pipe.execute("GET", self._key(key)))
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         # One MGET: one round trip. On Redis Cluster the keys must share a hash tag (store_key).
         if not keys:
             return []
         with self._translate("get_many"):
-            return cast(list[bytes | None], await self._redis.mget([self._key(k) for k in keys]))
+            return cast(list[bytes | None], await self._pipe.execute("MGET", *[self._key(k) for k in keys]))
 
     async def delete(self, key: str) -> bool:
         with self._translate("delete"):
@@ -210,12 +235,12 @@ class RedisStore:
         window_ms = _millis(window, "window")
         args: list[Any] = [_score(at - window), _score(at), member, window_ms]
         with self._translate("window_add"):
-            return int(await self._window_add_script(keys=[self._key(key)], args=args))
+            return int(await self._pipe.run_script(_WINDOW_ADD_LUA, [self._key(key)], args))
 
     async def window_count(self, key: str, at: float, window: float) -> int:
         # Exclusive lower bound "(": an entry exactly `window` old has left the window.
         with self._translate("window_count"):
-            return int(await self._redis.zcount(self._key(key), f"({_score(at - window)}", "+inf"))
+            return int(await self._pipe.execute("ZCOUNT", self._key(key), f"({_score(at - window)}", "+inf"))
 
     async def ping(self) -> bool:
         # A readiness probe wants a yes/no answer, not an exception.
@@ -227,7 +252,11 @@ class RedisStore:
 
     async def close(self) -> None:
         with self._translate("close"):
-            await self._redis.aclose(close_connection_pool=True)
+            await self._pipe.aclose()
+            if isinstance(self._redis, RedisCluster):
+                await self._redis.aclose()
+            else:
+                await self._redis.aclose(close_connection_pool=True)
 
     # -- operators and tests ---------------------------------------------------------------
 
@@ -246,6 +275,25 @@ class RedisStore:
             if batch:
                 removed += int(await self._redis.unlink(*batch))
         return removed
+
+
+def _cluster_client(parts: Any, options: dict[str, str], timeout: float, max_connections: int) -> RedisCluster:
+    """A RedisCluster from ``redis+cluster://[user:pass@]h1:p1,h2:p2``: fail fast like the
+    single-node client (no retries; the guard's on_error decides)."""
+    hosts = parts.netloc.rpartition("@")[2]
+    nodes = []
+    for entry in hosts.split(","):
+        host, _, port = entry.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"redis+cluster:// URL: node {entry!r} must be host:port")
+        nodes.append(ClusterNode(host.strip("[]"), int(port)))
+    return RedisCluster(
+        startup_nodes=nodes, username=parts.username, password=parts.password,
+        max_connections=max_connections, socket_timeout=timeout, socket_connect_timeout=timeout,
+        # One retry, so that a MOVED redirect after a resharding is followed; no back-off.
+        retry=Retry(NoBackoff(), 1), client_name=options.get("client_name"),
+        health_check_interval=0,
+    )
 
 
 def _positive_number(raw: str, name: str, *, integer: bool = False) -> float:
