@@ -195,6 +195,8 @@ SCENARIOS: list[Scenario] = [
     Scenario("ratelimit-redis", policy=RATELIMIT_POLICY),
     # JWT verify + Redis limit keyed by user + revocation lookup + signed identity (target >= 0.20).
     Scenario("full-pipeline", policy=FULL_POLICY, prepare=_mint_access_token),
+    # The same on `--workers 2`, how an operator runs it on this 2-core machine.
+    Scenario("full-pipeline-2w", policy=FULL_POLICY, prepare=_mint_access_token, workers=2),
 ]
 
 
@@ -402,21 +404,49 @@ def start_nginx(procs: Processes, nginx: str, name: str, tmp: Path, port: int, b
         raise BenchError(f"{exc}\n{tail(conf_dir / 'error.log')}") from None
 
 
-def start_tsgate(procs: Processes, sc: Scenario, ctx: BenchContext, port: int) -> subprocess.Popen[bytes]:
+def start_tsgate(procs: Processes, sc: Scenario, ctx: BenchContext, port: int
+                 ) -> tuple[subprocess.Popen[bytes], int, str]:
     policy_file = ctx.tmp / f"policy-{sc.name}.yaml"
     policy = merge(base_policy(ctx.upstream_url), sc.policy)
     policy_file.write_text(yaml.safe_dump(policy, sort_keys=False), encoding="utf-8")
     python = REPO / ".venv" / "bin" / "python"
+    admin_port = free_port()
     argv = [str(python if python.exists() else sys.executable), "-m", "gateway.cli", "run",
-            "--policy", str(policy_file), "--port", str(port), "--admin-port", str(free_port())]
+            "--policy", str(policy_file), "--port", str(port), "--admin-port", str(admin_port)]
     workers = sc.workers or ctx.workers
     if workers > 1:
         argv += ["--workers", str(workers), "--state", REDIS_STATE]
-    env = {**os.environ, "TSGATE_ADMIN_TOKEN": secrets.token_hex(16), **sc.env}
+    token = secrets.token_hex(16)
+    env = {**os.environ, "TSGATE_ADMIN_TOKEN": token, **sc.env}
     log = ctx.tmp / f"tsgate-{sc.name}.log"
     proc = procs.start(argv, log, env)
     wait_ready(f"tsgate {sc.name}", proc, port, log, sc)
-    return proc
+    return proc, admin_port, token
+
+
+def redis_per_request(admin_port: int, token: str) -> str | None:
+    """From the gateway's own counters: Redis commands and round trips per proxied request.
+    (With --workers each worker keeps its own counters and one answers: a sample, still a ratio.)"""
+    request = urllib.request.Request(f"http://127.0.0.1:{admin_port}/metrics",
+                                     headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            text = response.read().decode()
+    except (OSError, urllib.error.URLError):
+        return None
+    requests = commands = trips = 0.0
+    for line in text.splitlines():
+        if line.startswith("tsgate_requests_total{"):
+            requests += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("tsgate_redis_commands_total{"):
+            value = float(line.rsplit(" ", 1)[1])
+            if 'kind="commands"' in line:
+                commands += value
+            elif 'kind="round_trips"' in line:
+                trips += value
+    if requests == 0 or commands == 0:
+        return None
+    return f"{commands / requests:.2f} Redis commands and {trips / requests:.2f} round trips per request"
 
 
 def redis_answers(url: str) -> bool:
@@ -559,6 +589,7 @@ class Report:
     fixed_label: str
     tsgate_rows: list[str]  # row name per scenario, same order as the RATIO lines
     scenario_names: list[str]
+    notes: dict[str, str] = field(default_factory=dict)  # row name -> e.g. Redis commands per request
 
 
 def ratio(result: WrkResult, anchor: WrkResult) -> float:
@@ -655,6 +686,8 @@ def run_section(report: Report, command: str, started: datetime, seconds: float)
         table(report),
         "",
         *added_latency_lines(report),
+        *(["", "Redis per request (from the gateway's tsgate_redis_commands_total):",
+           *(f"- {row}: {note}" for row, note in report.notes.items())] if report.notes else []),
         *(["", *(f"- {w}" for w in warnings(report))] if warnings(report) else []),
     ]
     return "\n".join(body) + "\n"
@@ -777,18 +810,22 @@ def run_bench(args: argparse.Namespace, procs: Processes, tmp: Path) -> Report:
     ctx = BenchContext(tmp=tmp, upstream_url=f"http://127.0.0.1:{ports['direct']}", workers=args.workers)
     chosen = [s for s in SCENARIOS if not args.scenario or s.name in args.scenario]
     rows: list[str] = []
+    notes: dict[str, str] = {}
     for scenario in chosen:
         sc = scenario.prepare(scenario, ctx) if scenario.prepare else scenario
         row = f"tsgate {sc.name}"
         print(f"bench: {row} ...", file=sys.stderr, flush=True)
         port = free_port()
-        gateway = start_tsgate(procs, sc, ctx, port)
+        gateway, admin_port, token = start_tsgate(procs, sc, ctx, port)
         with sc.background(port) if sc.background else nullcontext(), profiled(args.profile, sc.name, gateway, load):
             throughput[row] = measure(wrk, port, load, args.warmup, sc)
             fixed_results[row] = measure(wrk, port, fixed, 1, sc)
+        redis_note = redis_per_request(admin_port, token)
+        if redis_note:
+            notes[row] = redis_note
         procs.stop(gateway)  # one gateway at a time: the next row gets both cores' share
         rows.append(row)
-    return Report(throughput, fixed_results, fixed_label, rows, [s.name for s in chosen])
+    return Report(throughput, fixed_results, fixed_label, rows, [s.name for s in chosen], notes)
 
 
 def main(argv: list[str]) -> int:

@@ -31,6 +31,13 @@ OUTCOMES: tuple[str, ...] = ("allowed", "limited", "shadow_limited", "store_erro
 MAX_PENDING_HEADERS = 10_000
 
 
+def _address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+
+
 class RateLimitGuard:
     """Guard over a list of ``LimitSpec``s sharing one ``Limiter``."""
 
@@ -45,6 +52,7 @@ class RateLimitGuard:
         self.specs = tuple(specs)
         self.limiter = limiter
         self.needs_body = any(spec.needs_body for spec in specs)
+        self._any_cidr_exemption = any(spec.exempt_cidrs for spec in specs)
         self._counters: dict[str, dict[str, int]] = {n: dict.fromkeys(OUTCOMES, 0) for n in names}
         self._pending: OrderedDict[str, tuple[tuple[str, str], ...]] = OrderedDict()
 
@@ -60,10 +68,7 @@ class RateLimitGuard:
     async def check(self, ctx: RequestContext) -> Decision:
         body = ParsedBody(ctx)
         roles = ctx.principal.roles if ctx.principal is not None else frozenset()
-        try:
-            addr: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(ctx.client_ip)
-        except ValueError:
-            addr = None
+        addr = _address(ctx.client_ip) if self._any_cidr_exemption else None
         visible: list[tuple[LimitSpec, LimitResult]] = []
         for spec in self.specs:
             if roles & spec.exempt_roles:

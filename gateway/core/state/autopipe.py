@@ -20,6 +20,7 @@ so the benchmark can report Redis round trips per request."""
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Sequence
 from hashlib import sha1
 from typing import Any
@@ -44,6 +45,8 @@ class AutoPipeline:
         self._client = client
         self._direct = isinstance(client, Redis)
         self.timeout = timeout
+        # How long a batch may keep its connection waiting for replies (callers gave up earlier).
+        self.io_timeout = max(4 * timeout, 0.2)
         self.max_batch = max_batch
         self._queue: list[_Waiter] = []
         self._scheduled = False
@@ -123,19 +126,10 @@ class AutoPipeline:
         pending = list(live)
         try:
             await conn.send_packed_command(b"".join(_pack(args) for args, _ in live), check_health=False)
-            while pending:
-                _, future = pending[0]
-                try:
-                    reply: Any = await conn.read_response()
-                except ResponseError as exc:  # this command's error (e.g. NOSCRIPT); the stream is intact
-                    reply = exc
-                pending.pop(0)
-                if future.done():
-                    continue
-                if isinstance(reply, BaseException):
-                    future.set_exception(reply)
-                else:
-                    future.set_result(reply)
+            # One deadline for the whole batch instead of redis-py's per-reply timeout context
+            # (math.inf: no per-read timeout); past it the connection is dropped, not reused.
+            async with asyncio.timeout(self.io_timeout):
+                await self._read_replies(conn, pending)
         except BaseException as exc:  # the connection broke mid-batch: never reuse it half-read
             await conn.disconnect()
             _fail(pending, exc if isinstance(exc, Exception) else ConnectionError("redis pipeline cancelled"))
@@ -143,6 +137,22 @@ class AutoPipeline:
                 raise
         finally:
             await pool.release(conn)
+
+    @staticmethod
+    async def _read_replies(conn: Any, pending: list[_Waiter]) -> None:
+        while pending:
+            _, future = pending[0]
+            try:
+                reply: Any = await conn.read_response(timeout=math.inf)
+            except ResponseError as exc:  # this command's error (e.g. NOSCRIPT); the stream is intact
+                reply = exc
+            pending.pop(0)
+            if future.done():
+                continue
+            if isinstance(reply, BaseException):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
 
     async def aclose(self) -> None:
         """Wait briefly for batches in flight (shutdown), then forget them."""

@@ -169,9 +169,9 @@ class RedisStore:
         return Redis(connection_pool=pool)
 
     @property
-    def round_trips(self) -> int:
-        """Pipelines sent so far (the benchmark divides by requests)."""
-        return self._pipe.round_trips
+    def pipeline(self) -> AutoPipeline:
+        """The auto-pipeline; its ``commands`` and ``round_trips`` counters are exported as metrics."""
+        return self._pipe
 
     def _key(self, key: str) -> str:
         return self.prefix + key
