@@ -25,9 +25,10 @@ bench: $(STAMP)
 	bash scripts/bench-deps.sh
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 	$(BIN)/python bench/micro.py
+	$(BIN)/python bench/captcha_bench.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway authn ratelimit moderation captcha policies tests bench
+	$(BIN)/ruff check gateway authn ratelimit moderation captcha followers policies tests bench
 	$(BIN)/mypy
 
 clean:

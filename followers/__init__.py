@@ -1,0 +1,1 @@
+"""Fake-follower detection: follow events, account risk, burst and lockstep detectors, batch scan."""
