@@ -28,6 +28,8 @@ from authn.runtime import INVALID, AuthnRuntime, AuthResult
 from authn.sessions import TokenPair
 from gateway.core.asgi import BodyTooLarge, ClientGone, Receive, Send, read_body, send_json, send_problem
 from gateway.core.context import RequestContext
+from gateway.core.decisions import Allow, Challenge, Deny
+from gateway.core.pipeline import ChallengeResolver
 from gateway.core.state import store_key
 
 __all__ = ["AuthEndpoints"]
@@ -67,9 +69,10 @@ def _cookie(ctx: RequestContext, name: str) -> str | None:
 
 
 class AuthEndpoints:
-    def __init__(self, runtime: AuthnRuntime, prefix: str) -> None:
+    def __init__(self, runtime: AuthnRuntime, prefix: str, resolver: ChallengeResolver | None = None) -> None:
         self.runtime = runtime
         self.prefix = prefix
+        self.resolver = resolver  # the CAPTCHA runtime: a clearance lets a challenged login go ahead
         self.cookie_path = prefix + "auth"
 
     def routes(self) -> dict[str, Handler]:
@@ -200,9 +203,7 @@ class AuthEndpoints:
             raise _Problem(429, "auth.locked", "Too many failed sign-ins; try again later.",
                            (("Retry-After", str(verdict.retry_after)),))
         if verdict.kind == "challenge":
-            raise _Problem(403, "auth.challenge", "Solve the challenge, then sign in again.",
-                           (("Tsgate-Mitigated", "challenge"),),
-                           challenge={"kind": "pow", "level": 2, "url": f"{self.prefix}captcha/challenge"})
+            await self._challenge(ctx)
         account = await rt.accounts.by_login(login)
         if account is None:
             await rt.hasher.verify_dummy(password)
@@ -219,6 +220,25 @@ class AuthEndpoints:
         pair = await rt.sessions.start(account)
         await send_json(send, 200, pair.body(), ctx.decision_id, self._token_response_headers(pair))
         return 200
+
+    async def _challenge(self, ctx: RequestContext) -> None:
+        """The login is challenged (failures for this name, or credential stuffing): go ahead only
+        with a clearance for this route's scope, else answer what the CAPTCHA ladder says."""
+        challenge = Challenge("auth.challenge", level=2, detail="Solve the challenge, then sign in again.")
+        decision = await self.resolver.resolve(ctx, challenge) if self.resolver is not None else challenge
+        if isinstance(decision, Allow):
+            return
+        if isinstance(decision, Deny):
+            raise _Problem(decision.status, decision.reason, decision.detail, decision.headers)
+        if isinstance(decision, Challenge):
+            url = (self.resolver.challenge_url(ctx, decision) if self.resolver is not None
+                   else f"{self.prefix}captcha/challenge")
+            raise _Problem(403, decision.reason, decision.detail,
+                           (("Tsgate-Mitigated", "challenge"), *decision.headers),
+                           challenge={"kind": decision.challenge, "level": decision.level, "url": url,
+                                      "verify_url": f"{self.prefix}captcha/verify"})
+        raise _Problem(202, decision.reason, decision.detail, (("Tsgate-Mitigated", "hold"), *decision.headers),
+                       queue=decision.queue)
 
     async def refresh(self, ctx: RequestContext, receive: Receive, send: Send) -> int:
         rt = self.runtime

@@ -15,7 +15,7 @@ from gateway.core.context import RequestContext
 from gateway.core.decisions import ALLOW, Decision, Deny
 from gateway.core.guard import OnError
 
-__all__ = ["AuthnGuard"]
+__all__ = ["AuthnGuard", "decide"]
 
 INVALID_TOKEN = Deny(401, "auth.invalid_token", "The access token is not valid.",
                      (("WWW-Authenticate", 'Bearer realm="tsgate", error="invalid_token"'),))
@@ -38,14 +38,24 @@ class AuthnGuard:
 
     async def check(self, ctx: RequestContext) -> Decision:
         result = await self.runtime.authenticate(ctx)
-        if result.error == "invalid_token":
-            return INVALID_TOKEN
-        if result.error == "unavailable":
-            return UNAVAILABLE
-        principal = result.principal
-        if principal is None:
-            return REQUIRED if self.mode == "required" or self.roles else ALLOW
-        ctx.principal = principal
-        if self.roles and not self.roles & principal.roles:
-            return FORBIDDEN
-        return ALLOW
+        if result.error:
+            ctx.credential = "invalid" if result.error == "invalid_token" else "unavailable"
+        else:
+            ctx.credential = "none" if result.principal is None else "valid"
+        ctx.principal = result.principal or ctx.principal
+        return decide(ctx, self.mode, self.roles)
+
+
+def decide(ctx: RequestContext, mode: Literal["required", "optional"], roles: frozenset[str]) -> Decision:
+    """The route's answer once ``ctx.credential`` and ``ctx.principal`` are known (shared with
+    `policy explain` / `replay`, which know the principal without its token)."""
+    if ctx.credential == "invalid":
+        return INVALID_TOKEN
+    if ctx.credential == "unavailable":
+        return UNAVAILABLE
+    principal = ctx.principal
+    if principal is None or not principal.authenticated:
+        return REQUIRED if mode == "required" or roles else ALLOW
+    if roles and not roles & principal.roles:
+        return FORBIDDEN
+    return ALLOW

@@ -75,7 +75,7 @@ async def ratelimit_rows() -> list[str]:
             for _ in range(5):
                 await asyncio.gather(*(limiter.check(spec, "bench:k") for _ in range(100)))
             concurrent = (time.perf_counter() - t0) / 500 * 1e6
-            rows.append(f"| rate-limit decision, {label}, one at a time (one Lua call on Redis) | {sequential:.0f} µs |")
+            rows.append(f"| rate-limit decision, {label}, one at a time (1 Lua call on Redis) | {sequential:.0f} µs |")
             rows.append(f"| rate-limit decision, {label}, 100 in flight (per decision) | {concurrent:.0f} µs |")
         finally:
             await limiter.clear(spec, "bench:k")

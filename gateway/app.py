@@ -12,9 +12,13 @@ from typing import Any
 
 from authn.endpoints import AuthEndpoints
 from authn.runtime import AuthnRuntime
+from captcha.endpoints import CaptchaEndpoints
+from captcha.metrics import CaptchaMetrics
+from captcha.page import ChallengePage
+from captcha.runtime import CaptchaRuntime
 from gateway.core.asgi import Receive, Send
 from gateway.core.clock import Clock, SystemClock
-from gateway.core.context import RequestContext
+from gateway.core.context import Principal, RequestContext
 from gateway.core.decisions import ALLOW, Allow
 from gateway.core.errors import ConfigError
 from gateway.core.netaddr import TrustedProxies
@@ -28,7 +32,7 @@ from gateway.proxy.forward import BodyPlan
 from gateway.proxy.headers import Inbound
 from gateway.proxy.upstream import UpstreamPool
 from policies.compiled import CompiledPolicy
-from policies.features import build_authn, build_limiter
+from policies.features import build_authn, build_captcha, build_limiter
 from policies.loader import LoadedPolicy, PolicyError, load_policy, load_policy_text, with_overrides
 from policies.model import Policy
 from policies.registry import GuardRegistry, default_registry
@@ -86,7 +90,10 @@ class Gateway:
         )
         self.authn = build_authn(policy, self.store, self.clock)
         self.limiter = build_limiter(policy)
-        self.registry = registry or default_registry(authn=self.authn, limiter=self.limiter)
+        self.captcha_metrics = CaptchaMetrics(self.metrics.registry)
+        self.captcha: CaptchaRuntime = build_captcha(policy, self.store, self.clock, metrics=self.captcha_metrics,
+                                                     identify=self._identify)
+        self.registry = registry or default_registry(authn=self.authn, limiter=self.limiter, captcha=self.captcha)
         self.internal: dict[str, InternalHandler] = {}
         self.canonicalize = PathCanonicalizer()
         self.allow_outcome = Outcome(ALLOW)
@@ -98,6 +105,10 @@ class Gateway:
         self.metrics.add_counter_source(
             "tsgate_ratelimit_decisions", "Rate-limit outcomes per limit (since the policy was loaded).",
             ["limit", "outcome"], self._ratelimit_counts)
+        self.metrics.add_counter_source(
+            "tsgate_redis_commands", "Redis commands sent and the round trips (pipelines) that carried them, "
+            "per client (state store, rate limiter): commands / round_trips is the batching factor.",
+            ["client", "kind"], self._redis_counts)
 
     # -- policy ---------------------------------------------------------------------------------
     @property
@@ -111,7 +122,10 @@ class Gateway:
 
     def _apply(self, compiled: CompiledPolicy, actor: str) -> None:
         policy = compiled.policy
-        self.internal = AuthEndpoints(self.authn, policy.prefix).routes() if self.authn is not None else {}
+        self.internal = AuthEndpoints(self.authn, policy.prefix, resolver=self.captcha).routes() if (
+            self.authn is not None) else {}
+        self.challenge_page = ChallengePage(policy.prefix)
+        self.internal.update(CaptchaEndpoints(self.captcha, self.challenge_page).routes())
         self.trusted = TrustedProxies(policy.trusted_proxies)
         hosts = policy.request.allowed_hosts
         self.allowed_hosts: tuple[str, ...] | None = tuple(h.lower() for h in hosts) if hosts else None
@@ -139,7 +153,10 @@ class Gateway:
             if (new.auth is None) != (self.authn is None):
                 raise PolicyError(loaded.source, ["auth: adding or removing the auth section needs a restart"])
             authn = self._reload_authn(new)
-            registry = default_registry(authn=authn, limiter=self.limiter)
+            # Same key ring and metrics: clearances issued before the reload stay valid.
+            captcha = build_captcha(new, self.store, self.clock, metrics=self.captcha_metrics,
+                                    identify=self._identify, keys=self.captcha.sealer.keys)
+            registry = default_registry(authn=authn, limiter=self.limiter, captcha=captcha)
             compiled = CompiledPolicy(loaded, registry, self.services)
         except ConfigError as exc:
             problems = exc.problems if isinstance(exc, PolicyError) else [str(exc)]
@@ -147,6 +164,7 @@ class Gateway:
             log.error("policy reload rejected, keeping %s: %s", self.compiled.sha256[:12], exc)
             return ReloadResult(False, self.compiled.sha256, problems)
         self.registry = registry
+        self.captcha = captcha
         if authn is not None and authn is not self.authn:
             old_authn, self.authn = self.authn, authn
             if old_authn is not None and old_authn.hasher is not authn.hasher:
@@ -165,6 +183,18 @@ class Gateway:
         if self.authn is None:
             return None
         return build_authn(policy, self.store, self.clock, database=self.authn.database, previous=self.authn)
+
+    async def _identify(self, ctx: RequestContext) -> Principal | None:
+        """Who a request's credential names, for binding clearances to accounts (CAPTCHA)."""
+        if self.authn is None:
+            return None
+        return (await self.authn.authenticate(ctx)).principal
+
+    def _redis_counts(self) -> list[tuple[tuple[str, str], float]]:
+        pipes = {"state": getattr(self.store, "pipeline", None),
+                 "ratelimit": self.limiter.pipe}
+        return [((client, kind), float(getattr(pipe, kind))) for client, pipe in pipes.items() if pipe is not None
+                for kind in ("commands", "round_trips")]
 
     def _ratelimit_counts(self) -> list[tuple[tuple[str, str], float]]:
         """Summed over guards: a policy-wide limit has a guard instance in every rule."""

@@ -243,9 +243,8 @@ def serve(loaded: LoadedPolicy, opts: ServeOptions) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGHUP, _remember_reload)
-    if loaded.policy.auth is not None:
-        for warning in share_dev_keys(os.environ):
-            print(f"tsgate: WARNING: {warning}", file=sys.stderr, flush=True)
+    for warning in share_dev_keys(os.environ, identity=loaded.policy.auth is not None):
+        print(f"tsgate: WARNING: {warning}", file=sys.stderr, flush=True)
     proxy_sock = _bind(opts.host, opts.port)
     admin_sock = _bind(opts.admin_host, opts.admin_port)
     print(f"tsgate: proxy on http://{opts.host}:{opts.port}, admin on http://{opts.admin_host}:{opts.admin_port}, "

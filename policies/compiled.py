@@ -48,7 +48,8 @@ class CompiledPolicy:
         self.policy = policy
         active = [rule for rule in policy.routes if rule.mode != "off"]
         self.rules = [
-            CompiledRule(rule.id, rule.mode, Pipeline(registry.build(rule, policy, services), rule.mode))
+            CompiledRule(rule.id, rule.mode,
+                         Pipeline(registry.build(rule, policy, services), rule.mode, registry.resolver))
             for rule in active
         ]
         self.matcher = RouteMatcher([(rule.match.path, rule.match.methods) for rule in active])
@@ -56,11 +57,12 @@ class CompiledPolicy:
         guards: list[Guard] = registry.build(default_rule, policy, services)
         if policy.default == "deny":
             guards.append(_DenyUnmatched())
-        self.default = CompiledRule(DEFAULT_RULE_ID, "enforce", Pipeline(guards))
+        self.default = CompiledRule(DEFAULT_RULE_ID, "enforce", Pipeline(guards, resolver=registry.resolver))
         # tsgate's own endpoints (/_tsgate/..., JWKS) are not routed by the policy, but the
         # policy-wide guards (the top-level ip lists) still apply to them.
         internal_rule = Rule(id="internal", match=Match(path="/**"), auth="none")
-        self.internal = CompiledRule("internal", "enforce", Pipeline(registry.build(internal_rule, policy, services)))
+        self.internal = CompiledRule("internal", "enforce", Pipeline(registry.build(internal_rule, policy, services),
+                                                                     resolver=registry.resolver))
         # Rules written for tsgate's own paths (e.g. limits on /_tsgate/auth/login) do apply to them.
         self._own_path_rules = frozenset(
             rule.id for rule in active if rule.match.path.lower().startswith(policy.prefix.lower()))

@@ -11,18 +11,25 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from authn.abuse import LoginLimits
 from authn.db import Database
+from authn.errors import KeyRingError
 from authn.external import ExternalAuthenticator, JwksCache
 from authn.keys import AesKeyRing, SigningKeyRing
 from authn.runtime import AuthnRuntime, AuthSettings
+from captcha.keys import CaptchaKeys
+from captcha.metrics import CaptchaMetrics
+from captcha.providers import HCAPTCHA_VERIFY_URL, TURNSTILE_VERIFY_URL
+from captcha.runtime import CaptchaRuntime, Identify
+from captcha.settings import CaptchaSettings, Escalation, Level, ProviderSettings, RouteCaptcha, Trigger
 from gateway.core.clock import Clock
 from gateway.core.errors import ConfigError
 from gateway.core.state import StateStore
-from policies.model import AuthConfig, LimitConfig, Policy
+from policies.model import AuthConfig, CaptchaEscalation, LimitConfig, Policy
 from policies.model import ExternalAuthenticator as ExternalConfig
 from ratelimit.limiter import Limiter
 from ratelimit.spec import LimitSpec
 
-__all__ = ["auth_settings", "build_authn", "build_external", "build_limiter", "limit_spec", "share_dev_keys"]
+__all__ = ["ClearanceKeyRing", "auth_settings", "build_authn", "build_captcha", "build_external", "build_limiter",
+           "captcha_settings", "limit_spec", "share_dev_keys"]
 
 
 def auth_settings(cfg: AuthConfig) -> AuthSettings:
@@ -87,19 +94,95 @@ def build_authn(policy: Policy, store: StateStore, clock: Clock, *, database: Da
                         hasher=previous.hasher if keep_hasher and previous is not None else None)
 
 
-def share_dev_keys(environ: MutableMapping[str, str]) -> list[str]:
+def share_dev_keys(environ: MutableMapping[str, str], *, identity: bool = True) -> list[str]:
     """With no key material configured, generate one ring of each kind *once* and put it in the
-    environment, so every worker (and a reload) uses the same keys. Returns loud warnings."""
+    environment, so every worker (and a reload) uses the same keys. Returns loud warnings.
+    ``identity=False`` (a policy without ``auth:``) shares only the CAPTCHA clearance ring, which
+    every policy may need (any limit can challenge)."""
     warnings = []
-    if not environ.get("TSGATE_SIGNING_KEYS") and not environ.get("TSGATE_SIGNING_KEYS_FILE"):
+    if identity and not environ.get("TSGATE_SIGNING_KEYS") and not environ.get("TSGATE_SIGNING_KEYS_FILE"):
         environ["TSGATE_SIGNING_KEYS"] = SigningKeyRing.generate().to_json()
         warnings.append("no TSGATE_SIGNING_KEYS(_FILE): generated a throw-away signing key; tokens will not "
                         "survive a restart (create one with `tsgate keys generate --out FILE`)")
-    if not environ.get("TSGATE_REFRESH_KEYS") and not environ.get("TSGATE_REFRESH_KEYS_FILE"):
+    if identity and not environ.get("TSGATE_REFRESH_KEYS") and not environ.get("TSGATE_REFRESH_KEYS_FILE"):
         environ["TSGATE_REFRESH_KEYS"] = AesKeyRing.generate().to_json()
         warnings.append("no TSGATE_REFRESH_KEYS(_FILE): generated a throw-away refresh-token key; sessions will "
                         "not survive a restart (create one with `tsgate keys generate --refresh --out FILE`)")
+    if not environ.get(ClearanceKeyRing._VAR) and not environ.get(ClearanceKeyRing._FILE_VAR):
+        environ[ClearanceKeyRing._VAR] = ClearanceKeyRing.generate().to_json()
+        warnings.append("no TSGATE_CLEARANCE_KEYS(_FILE): generated a throw-away CAPTCHA key; clearances will "
+                        "not survive a restart (create one with `tsgate keys generate --refresh --out FILE`)")
     return warnings
+
+
+class ClearanceKeyRing(AesKeyRing):
+    """CAPTCHA secrets (``TSGATE_CLEARANCE_KEYS`` / ``_FILE``), the same format as the refresh-token
+    ring but a separate ring: a leaked clearance key must not open sessions, or the reverse."""
+
+    __slots__ = ()
+    _VAR = "TSGATE_CLEARANCE_KEYS"
+    _FILE_VAR = "TSGATE_CLEARANCE_KEYS_FILE"
+    _WHAT = "CAPTCHA clearance key"
+
+
+def _escalation(cfg: CaptchaEscalation) -> Escalation:
+    return Escalation(cfg.strikes, cfg.window, cfg.then, cfg.queue)
+
+
+def captcha_settings(policy: Policy, environ: Mapping[str, str]) -> CaptchaSettings:
+    """The policy's ``captcha:`` section and every rule's ``captcha:`` as plain settings."""
+    cfg = policy.captcha
+    escalate = _escalation(cfg.escalate)
+    routes: dict[str, RouteCaptcha] = {}
+    scopes = {"default", "internal"}
+    for rule in policy.routes:
+        scopes.add(rule.id)
+        rc = rule.captcha
+        if rc is None or rule.mode == "off":
+            continue
+        trigger: Trigger = ("always" if rc.always else "after_failures" if rc.after_failures is not None
+                   else "on_limit" if rc.on_limit is not None else "risk_at_least")
+        scope = rc.scope or rule.id
+        scopes.add(scope)
+        routes[rule.id] = RouteCaptcha(
+            scope=scope, trigger=trigger, level=rc.level or cfg.default_level, after_failures=rc.after_failures or 0,
+            failure_statuses=frozenset(rc.failure_statuses), failure_window=rc.failure_window,
+            on_limit=rc.on_limit or "", risk_at_least=rc.risk_at_least or "high",
+            clearance_ttl=rc.clearance_ttl or cfg.clearance_ttl,
+            uses=rc.uses if rc.uses is not None else cfg.clearance_uses,
+            escalate=_escalation(rc.escalate) if rc.escalate is not None else escalate)
+    providers = []
+    for index, provider in enumerate(cfg.providers):
+        secret = environ.get(provider.secret_env, "")
+        if not secret:
+            raise ConfigError(f"captcha.providers[{index}].secret_env: ${provider.secret_env} is not set")
+        default_url = TURNSTILE_VERIFY_URL if provider.kind == "turnstile" else HCAPTCHA_VERIFY_URL
+        providers.append(ProviderSettings(provider.kind, provider.site_key, secret, provider.verify_url or default_url,
+                                          provider.timeout, provider.level, provider.hostname))
+    return CaptchaSettings(
+        prefix=policy.prefix, algorithm=cfg.algorithm, levels=tuple(Level(lv.cost, lv.counter) for lv in cfg.levels),
+        default_level=cfg.default_level, challenge_ttl=cfg.challenge_ttl, clearance_ttl=cfg.clearance_ttl,
+        clearance_uses=cfg.clearance_uses, cookie_name=cfg.cookie.name, cookie_secure=cfg.cookie.secure,
+        cookie_same_site=cfg.cookie.same_site, escalate=escalate, issue_per_minute=cfg.issue_per_minute,
+        verify_per_minute=cfg.verify_per_minute, providers=tuple(providers), routes=routes,
+        scopes=frozenset(scopes))
+
+
+def build_captcha(policy: Policy, store: StateStore, clock: Clock, *, metrics: CaptchaMetrics | None = None,
+                  identify: Identify | None = None, environ: Mapping[str, str] | None = None,
+                  keys: CaptchaKeys | None = None) -> CaptchaRuntime:
+    """The CAPTCHA runtime. Keys come from ``TSGATE_CLEARANCE_KEYS(_FILE)`` (re-read on reload, so
+    `tsgate keys rotate --file` + reload rotates them); without either variable, ``keys`` (the
+    running ring, on reload) or else an ephemeral ring with a loud warning."""
+    env = os.environ if environ is None else environ
+    if keys is None or env.get(ClearanceKeyRing._VAR) or env.get(ClearanceKeyRing._FILE_VAR):
+        try:
+            ring = ClearanceKeyRing.from_env(env)
+        except KeyRingError as exc:
+            raise ConfigError(f"TSGATE_CLEARANCE_KEYS: {exc}") from exc
+        keys = CaptchaKeys([(key.kid, key.key) for key in ring.keys if key.status == "active"]
+                           + [(key.kid, key.key) for key in ring.keys if key.status != "active"])
+    return CaptchaRuntime(captcha_settings(policy, env), keys, store, clock, metrics=metrics, identify=identify)
 
 
 def limit_spec(name: str, cfg: LimitConfig) -> LimitSpec:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 __all__ = [
     "AuthConfig",
+    "CaptchaConfig",
     "Duration",
     "ExternalAuthenticator",
     "IpListConfig",
@@ -19,6 +20,7 @@ __all__ = [
     "Match",
     "Policy",
     "RequestConfig",
+    "RouteCaptchaConfig",
     "Rule",
     "Size",
     "UpstreamConfig",
@@ -289,6 +291,132 @@ class Match(Strict):
         return value
 
 
+class CaptchaLevel(Strict):
+    """One proof-of-work difficulty: about ``counter`` attempts of ``cost`` KDF iterations each."""
+
+    cost: int = Field(ge=1, le=1_000_000, description="KDF iterations per attempt (PBKDF2 rounds).")
+    counter: int = Field(ge=1, le=1_000_000, description="The answer is at a random counter in "
+                         "[counter/2, counter]: a solver tries about 0.75 x counter attempts.")
+
+
+class CaptchaEscalation(Strict):
+    strikes: int = Field(5, ge=1, le=1000, description="Strikes (failed, replayed or tampered solutions, foreign "
+                         "or tampered clearances, spent budgets) before the ladder moves past challenges.")
+    window: Duration = Field(900.0, description="How long strikes count (and how long a deny lasts).")
+    then: Literal["deny", "hold"] = Field("deny", description="deny: 403 captcha.denied with Retry-After; "
+                                          "hold: 202, the request is held for review.")
+    queue: str = Field("captcha", pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$", description="Review queue for hold.")
+
+
+class CaptchaCookie(Strict):
+    name: str = Field("tsgate_clearance", pattern=r"^[A-Za-z0-9_-]{1,48}$",
+                      description="Cookie name prefix; the scope is appended (tsgate_clearance_<scope>).")
+    secure: bool = Field(True, description="Send the cookie only over HTTPS (turn off only for local demos).")
+    same_site: Literal["strict", "lax"] = Field("lax", description="lax keeps clearances across links from "
+                                                "other sites; strict drops them on cross-site navigation.")
+
+
+class CaptchaProviderConfig(Strict):
+    """A third-party CAPTCHA as a further rung: its token, posted to {prefix}captcha/verify, buys a
+    clearance at ``level``."""
+
+    kind: Literal["turnstile", "hcaptcha"]
+    site_key: str = Field(min_length=1, max_length=128)
+    secret_env: str = Field(description="Environment variable holding the provider's secret key.")
+    verify_url: str | None = Field(None, description="siteverify URL; default: the provider's documented one.")
+    timeout: Duration = Field(3.0, description="Bound on one siteverify call.")
+    level: int = Field(3, ge=1, description="Clearance level a solved token is worth.")
+    hostname: str | None = Field(None, description="If set, the hostname the provider reports must match.")
+
+    @field_validator("verify_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"{value!r} must be an http(s) URL")
+        return value
+
+
+def _default_levels() -> list[Any]:
+    """Plain mappings (validated into CaptchaLevel), so the generated reference can print them."""
+    from captcha.settings import DEFAULT_LEVELS
+
+    return [{"cost": level.cost, "counter": level.counter} for level in DEFAULT_LEVELS]
+
+
+class CaptchaConfig(Strict):
+    algorithm: Literal["PBKDF2/SHA-256", "PBKDF2/SHA-384", "PBKDF2/SHA-512"] = Field(
+        "PBKDF2/SHA-256", description="ALTCHA v2 key derivation (WebCrypto can do all three).")
+    levels: list[CaptchaLevel] = Field(default_factory=_default_levels, validate_default=True, min_length=1,
+                                       max_length=10,
+                                       description="Difficulty levels 1..N (see docs/performance.md).")
+    default_level: int = Field(2, ge=1, description="Level for challenges of rules without their own.")
+    challenge_ttl: Duration = Field(300.0, description="A challenge's expiresAt; a solution is accepted once.")
+    clearance_ttl: Duration = Field(1800.0, description="How long a clearance is good for.")
+    clearance_uses: int = Field(0, ge=0, description="Requests one clearance may satisfy (0: unlimited).")
+    cookie: CaptchaCookie = Field(default_factory=lambda: CaptchaCookie())
+    escalate: CaptchaEscalation = Field(default_factory=lambda: CaptchaEscalation())
+    issue_per_minute: int = Field(60, ge=1, description="Challenges one client IP may fetch per minute.")
+    verify_per_minute: int = Field(30, ge=1, description="Verifications one client IP may post per minute.")
+    providers: list[CaptchaProviderConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _levels_exist(self) -> CaptchaConfig:
+        if self.default_level > len(self.levels):
+            raise ValueError(f"default_level {self.default_level} is above the {len(self.levels)} levels")
+        kinds = [p.kind for p in self.providers]
+        for index, provider in enumerate(self.providers):
+            if provider.level > len(self.levels):
+                raise ValueError(f"providers[{index}].level {provider.level} is above the {len(self.levels)} levels")
+            if kinds.count(provider.kind) > 1:
+                raise ValueError(f"providers[{index}].kind {provider.kind!r} is configured twice")
+        return self
+
+
+def _captcha_shorthand(value: Any) -> Any:
+    if value == "always":
+        return {"always": True}
+    if isinstance(value, str):
+        raise ValueError(f"{value!r}: use 'always' or a mapping like {{after_failures: 3}}")
+    return value
+
+
+class RouteCaptchaConfig(Strict):
+    """When this rule challenges: exactly one of always, after_failures, on_limit, risk_at_least."""
+
+    always: bool = Field(False, description="Every request needs a clearance.")
+    after_failures: int | None = Field(None, ge=1, le=1000, description="After N failure answers to this "
+                                       "principal (failure_statuses) within failure_window.")
+    on_limit: str | None = Field(None, description="When the named limit (on_exceed: shadow or challenge) is "
+                                 "exceeded.")
+    risk_at_least: Literal["medium", "high"] | None = Field(None, description="When the request's risk band "
+                                                            "(from its signals) is at least this.")
+    level: int | None = Field(None, ge=1, description="Base level (default: captcha.default_level).")
+    scope: str | None = Field(None, description="Route group a clearance is good for (default: the rule id).")
+    failure_statuses: list[int] = Field(default_factory=lambda: [401, 403],
+                                        description="Statuses that count as failures for after_failures.")
+    failure_window: Duration = Field(900.0, description="How long failures count.")
+    clearance_ttl: Duration | None = Field(None, description="Override captcha.clearance_ttl.")
+    uses: int | None = Field(None, ge=0, description="Override captcha.clearance_uses (0: unlimited).")
+    escalate: CaptchaEscalation | None = Field(None, description="Override captcha.escalate.")
+
+    @field_validator("scope")
+    @classmethod
+    def _scope(cls, value: str | None) -> str | None:
+        if value is not None and not RULE_ID.match(value):
+            raise ValueError(f"{value!r} must be lower-case letters, digits, '_', '.', '-' (max 64)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> RouteCaptchaConfig:
+        triggers = [self.always, self.after_failures is not None, self.on_limit is not None,
+                    self.risk_at_least is not None]
+        if sum(triggers) != 1:
+            raise ValueError("set exactly one of always, after_failures, on_limit, risk_at_least")
+        return self
+
+
 class Rule(Strict):
     id: str = Field(description="Stable rule id, used in logs, metrics and decision ids' records.")
     match: Match = Field(description="Which requests the rule covers.")
@@ -300,6 +428,9 @@ class Rule(Strict):
         "optional", description="required: 401 without a valid token; optional: verify if present; none: ignore.")
     roles: list[str] = Field(default_factory=list, description="Any of these roles is required (403 otherwise).")
     limits: list[LimitConfig] = Field(default_factory=list, description="Rate limits on this rule.")
+    captcha: Annotated[RouteCaptchaConfig | None, BeforeValidator(_captcha_shorthand)] = Field(
+        None, description="'always' or {after_failures: N} | {on_limit: NAME} | {risk_at_least: BAND}, "
+        "with optional level, scope, uses, clearance_ttl, escalate.")
 
     @field_validator("id")
     @classmethod
@@ -321,7 +452,8 @@ class LogConfig(Strict):
 class Policy(Strict):
     version: Literal[1] = Field(1, description="Policy format version.")
     upstream: UpstreamConfig = Field(description="The backend tsgate protects.")
-    state: str = Field("memory://", description="memory:// (one process) or redis://host:port/db.")
+    state: str = Field("memory://", description="memory:// (one process), redis://host:port/db (shared by "
+                       "processes and hosts) or redis+cluster://host:port,host:port (Redis Cluster).")
     database: str = Field("sqlite+aiosqlite:///tsgate.db", description="Durable records (SQLAlchemy URL).")
     trusted_proxies: list[Cidr] = Field(
         default_factory=list, description="Peers whose X-Forwarded-For is believed (right-most untrusted hop)."
@@ -334,6 +466,8 @@ class Policy(Strict):
     ratelimit: RateLimitSettings = Field(default_factory=lambda: RateLimitSettings(),
                                          description="Rate-limit store behaviour.")
     limits: list[LimitConfig] = Field(default_factory=list, description="Rate limits applied before every rule.")
+    captcha: CaptchaConfig = Field(default_factory=lambda: CaptchaConfig(),
+                                   description="Proof-of-work challenges, clearances and the escalation ladder.")
     routes: list[Rule] = Field(default_factory=list, description="Rules; the first match in file order wins.")
     log: LogConfig = Field(default_factory=lambda: LogConfig(), description="Decision logging.")
 
@@ -362,6 +496,26 @@ class Policy(Strict):
         return self
 
     @model_validator(mode="after")
+    def _captcha_refs(self) -> Policy:
+        levels = len(self.captcha.levels)
+        for index, rule in enumerate(self.routes):
+            cfg = rule.captcha
+            if cfg is None:
+                continue
+            where = f"routes[{index}].captcha"
+            if cfg.level is not None and cfg.level > levels:
+                raise ValueError(f"{where}.level: {cfg.level} is above the {levels} levels of captcha.levels")
+            if cfg.on_limit is not None:
+                named = dict(self.named_limits(rule))
+                limit = named.get(cfg.on_limit)
+                if limit is None:
+                    raise ValueError(f"{where}.on_limit: no limit named {cfg.on_limit!r} applies to rule {rule.id!r}")
+                if limit.on_exceed == "deny":
+                    raise ValueError(f"{where}.on_limit: limit {cfg.on_limit!r} has on_exceed: deny, so it refuses "
+                                     "before any challenge; set on_exceed: shadow or challenge")
+        return self
+
+    @model_validator(mode="after")
     def _auth_needed(self) -> Policy:
         if self.auth is None:
             for index, rule in enumerate(self.routes):
@@ -381,8 +535,14 @@ class Policy(Strict):
     @classmethod
     def _state(cls, value: str) -> str:
         scheme = value.split("://", 1)[0] if "://" in value else ""
-        if scheme not in ("memory", "redis", "rediss", "unix"):
-            raise ValueError(f"{value!r}: state must be memory:// or redis://host:port/db")
+        if scheme not in ("memory", "redis", "rediss", "unix", "redis+cluster"):
+            raise ValueError(f"{value!r}: state must be memory://, redis://host:port/db, rediss://, unix:// "
+                             "or redis+cluster://host:port,host:port")
+        if scheme == "redis+cluster":
+            hosts = value.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
+            bad = [h for h in hosts.split(",") if not re.fullmatch(r"[^:,\s]+:\d{1,5}", h.strip())]
+            if not hosts or bad:
+                raise ValueError(f"{value!r}: every redis+cluster node must be host:port (got {bad or [hosts]})")
         return value
 
     @field_validator("routes")

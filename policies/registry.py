@@ -10,7 +10,10 @@ from dataclasses import dataclass
 
 from authn.guard import AuthnGuard
 from authn.runtime import AuthnRuntime
+from captcha.guard import CaptchaGuard
+from captcha.runtime import CaptchaRuntime
 from gateway.core.guard import Guard
+from gateway.core.pipeline import ChallengeResolver
 from gateway.core.services import GuardServices
 from policies.features import limit_spec
 from policies.ipfilter import IpFilterGuard
@@ -35,11 +38,19 @@ class GuardRegistry:
 
     def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}
+        # Asked by every pipeline before a Challenge stops a request (a clearance may satisfy it).
+        self.resolver: ChallengeResolver | None = None
 
     def register(self, name: str, stage: int, factory: GuardFactory) -> None:
         if name in self._entries:
             raise ValueError(f"a guard named {name!r} is already registered")
         self._entries[name] = _Entry(name, stage, factory)
+
+    def replace(self, name: str, factory: GuardFactory) -> None:
+        """Swap the factory of a registered stage (keeps its order), e.g. `policy explain` puts
+        a principal-from-the-command-line guard where authn verifies tokens."""
+        entry = self._entries[name]
+        self._entries[name] = _Entry(name, entry.stage, factory)
 
     @property
     def names(self) -> list[str]:
@@ -87,12 +98,29 @@ def _limit_guards(limiter: Limiter | None, *, identity: bool) -> GuardFactory:
     return build
 
 
-def default_registry(*, authn: AuthnRuntime | None = None, limiter: Limiter | None = None) -> GuardRegistry:
+def _captcha_guards(runtime: CaptchaRuntime | None, *, limits: bool) -> GuardFactory:
+    """The rule's own CAPTCHA trigger: at stage 40 (after authn), or at 55 for ``on_limit``, so
+    that the named limit has been checked whichever stage it runs at."""
+    def build(rule: Rule, policy: Policy, services: GuardServices) -> list[Guard]:
+        route = runtime.settings.routes.get(rule.id) if runtime is not None else None
+        if route is None or (route.trigger == "on_limit") != limits:
+            return []
+        return [CaptchaGuard(route, services.store, name="captcha-limit" if limits else "captcha")]
+
+    return build
+
+
+def default_registry(*, authn: AuthnRuntime | None = None, limiter: Limiter | None = None,
+                     captcha: CaptchaRuntime | None = None) -> GuardRegistry:
     """The built-in guards by stage: 10 network lists, 20 network-keyed limits, 30 authn,
-    50 identity-keyed limits (later: 40 captcha, 60 content and follow moderation)."""
+    40 captcha triggers, 50 identity-keyed limits, 55 captcha on_limit triggers (later: 60 content
+    and follow moderation). The captcha runtime is also the registry's Challenge resolver."""
     registry = GuardRegistry()
     registry.register("ip", 10, _ip_guards)
     registry.register("ratelimit", 20, _limit_guards(limiter, identity=False))
     registry.register("authn", 30, _authn_guards(authn))
+    registry.register("captcha", 40, _captcha_guards(captcha, limits=False))
     registry.register("ratelimit-user", 50, _limit_guards(limiter, identity=True))
+    registry.register("captcha-limit", 55, _captcha_guards(captcha, limits=True))
+    registry.resolver = captcha
     return registry

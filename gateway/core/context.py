@@ -59,6 +59,9 @@ class RequestContext:
     # Work for after the response status is known (e.g. limits that count only failed logins).
     after_response: list[Callable[[int], Awaitable[None]]] = field(default_factory=list)
     received_at: float = 0.0
+    # What the authn guard made of the credential: "" (not checked), "none", "valid", "invalid",
+    # "unavailable". Logged, so that `policy replay` can re-decide without the token itself.
+    credential: str = ""
 
     def header(self, name: bytes) -> bytes | None:
         """The first inbound header named ``name`` (lower-case bytes), or None."""

@@ -177,7 +177,7 @@ class ProxyApp:
             gw.count_failures(outcome)
         decision = outcome.decision
         if not isinstance(decision, Allow):
-            status = await decision_response(send, decision, decision_id, prefix)
+            status = await decision_response(send, decision, decision_id, prefix, ctx, gw.captcha, gw.challenge_page)
             gw.record(ctx, outcome, status, started)
             return
 
@@ -233,7 +233,8 @@ class ProxyApp:
             receive = _replay(ctx.body)
         outcome = await pipeline.run(ctx) if pipeline.guards else gw.allow_outcome
         if not isinstance(outcome.decision, Allow):
-            status = await decision_response(send, outcome.decision, ctx.decision_id, gw.compiled.policy.prefix)
+            status = await decision_response(send, outcome.decision, ctx.decision_id, gw.compiled.policy.prefix,
+                                             ctx, gw.captcha, gw.challenge_page)
             gw.record(ctx, outcome, status, started)
             return
         handler = gw.internal.get(ctx.path)

@@ -105,6 +105,18 @@ def test_two_gateways_share_one_limit(backend: Backend, start_gateway: Callable[
     assert statuses.count(200) == 5 and statuses.count(429) == 3
 
 
+def test_two_gateways_share_one_limit_on_a_redis_cluster(backend: Backend, redis_cluster: str,
+                                                         start_gateway: Callable[..., GatewayProc]) -> None:
+    """The same over `state: redis+cluster://...` (a real 3-node cluster): limits and the headers."""
+    state = f"{redis_cluster}/?prefix=tsgate-test-{uuid.uuid4().hex[:8]}:"
+    text = policy_text(backend.port, LIMITS, state=state)
+    one, two = start_gateway(text), start_gateway(text)
+    answers = [gw.get("/api/debug/echo/limited/x") for _ in range(4) for gw in (one, two)]
+    statuses = [a.status for a in answers]
+    assert statuses.count(200) == 5 and statuses.count(429) == 3
+    assert answers[0].headers.get("ratelimit") == '"echo-ip";r=4;t=60'
+
+
 FAIL_MODES = """
 routes:
   - id: open

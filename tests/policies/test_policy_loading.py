@@ -155,3 +155,13 @@ def test_policy_reference_is_current() -> None:
 
     committed = (ROOT / "docs" / "policy-reference.md").read_text(encoding="utf-8")
     assert committed == render_reference(), "stale: run `python -m policies.reference > docs/policy-reference.md`"
+
+
+def test_state_urls_including_redis_cluster() -> None:
+    """redis+cluster:// is accepted with host:port nodes; a malformed node list names the field."""
+    ok = load_policy_text(MINIMAL + 'state: "redis+cluster://10.0.0.1:6379,10.0.0.2:6379/?prefix=gw:"\n')
+    assert ok.policy.state.startswith("redis+cluster://")
+    (problem,) = problems_of(MINIMAL + 'state: "redis+cluster://10.0.0.1,10.0.0.2:6379"\n')
+    assert problem.startswith("state (line 2)") and "host:port" in problem
+    (problem,) = problems_of(MINIMAL + 'state: "memcached://127.0.0.1:11211"\n')
+    assert "redis+cluster://" in problem
