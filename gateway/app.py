@@ -4,10 +4,12 @@ reload. Nothing here decides anything about a request."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from authn.endpoints import AuthEndpoints
@@ -59,6 +61,11 @@ class PolicyVersion:
     source: str
     loaded_at: float
     actor: str
+    text: str = field(repr=False, default="")  # kept for diffs and rollback (the last MAX_VERSION_TEXTS)
+
+
+MAX_VERSION_TEXTS = 50
+audit_log = logging.getLogger("tsgate.audit")
 
 
 class Gateway:
@@ -132,8 +139,16 @@ class Gateway:
         self.read_timeout = policy.upstream.read_timeout
         self._upstream_netloc = policy.upstream.netloc.encode("ascii")
         self.compiled = compiled
+        previous = self.versions[-1].sha256 if self.versions else None
         self.versions.append(PolicyVersion(len(self.versions) + 1, compiled.sha256, compiled.loaded.source,
-                                           self.clock.now(), actor))
+                                           self.clock.now(), actor, compiled.loaded.text))
+        if len(self.versions) > MAX_VERSION_TEXTS:  # old texts go; their history line stays
+            old = self.versions[-MAX_VERSION_TEXTS - 1]
+            self.versions[-MAX_VERSION_TEXTS - 1] = replace(old, text="")
+        # The audit trail: who loaded which policy over which, as one JSON line.
+        audit_log.info(json.dumps({"audit": "policy.loaded", "ts": round(self.clock.now(), 3), "actor": actor,
+                                   "version": len(self.versions), "sha256": compiled.sha256,
+                                   "previous_sha256": previous, "source": compiled.loaded.source}))
         self.metrics.policy_info.set(self.clock.now())
 
     def reload(self, source: str | None = None, *, text: str | None = None, actor: str = "api") -> ReloadResult:
@@ -258,7 +273,7 @@ class Gateway:
         if not self.decisions.wants(kind == "allow" and outcome.would_have is None and not reason):
             return
         entry: dict[str, Any] = {
-            "ts": round(ctx.received_at, 3),
+            "ts": round(ctx.received_at, 6),
             "decision_id": ctx.decision_id,
             "rule": rule,
             "decision": kind,
@@ -269,6 +284,17 @@ class Gateway:
             "principal": ctx.principal.id if ctx.principal else None,
             "latency_ms": round(elapsed * 1000, 3),
         }
+        # What `tsgate policy replay` needs to decide the request again (see policies/replay.py).
+        if ctx.credential:
+            entry["credential"] = ctx.credential
+        if ctx.principal is not None and ctx.principal.roles:
+            entry["roles"] = sorted(ctx.principal.roles)
+        replay_headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in ctx.headers
+                          if name in self.compiled.replay_headers}
+        if replay_headers:
+            entry["headers"] = replay_headers
+        if ctx.body is not None and self.policy.log.replay_content:
+            entry["body_b64"] = base64.b64encode(ctx.body[:self.policy.log.replay_content_max_bytes]).decode()
         if not isinstance(decision, Allow):
             entry["reason"] = decision.reason
             entry["guard"] = outcome.guard

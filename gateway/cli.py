@@ -1,4 +1,4 @@
-"""The ``tsgate`` command: run | demo | policy check | policy schema.
+"""The ``tsgate`` command: run | demo | policy check | schema | explain | test | replay | ...
 
 Settings come from flags, else ``TSGATE_*`` environment variables, else defaults. Errors are one
 clear line on stderr and a non-zero exit, never a traceback."""
@@ -22,6 +22,8 @@ from typing import Any
 from gateway.core.errors import ConfigError
 from policies.loader import PolicyError, load_policy, with_overrides
 from policies.model import Policy
+from policies.tools_cli import register as register_policy_tools
+from policies.tools_cli import run as run_policy_tools
 
 __all__ = ["main"]
 
@@ -98,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     check = psub.add_parser("check", help="validate a policy file")
     check.add_argument("file")
     psub.add_parser("schema", help="print the policy JSON Schema")
+    register_policy_tools(psub)
     return parser
 
 
@@ -294,6 +297,9 @@ def _cmd_limits(args: argparse.Namespace) -> int:
 
 
 def _cmd_policy(args: argparse.Namespace) -> int:
+    handled = run_policy_tools(args)
+    if handled is not None:
+        return handled
     if args.policy_command == "schema":
         print(json.dumps(Policy.model_json_schema(), indent=2))
         return 0

@@ -49,7 +49,8 @@ class CompiledPolicy:
         active = [rule for rule in policy.routes if rule.mode != "off"]
         self.rules = [
             CompiledRule(rule.id, rule.mode,
-                         Pipeline(registry.build(rule, policy, services), rule.mode, registry.resolver))
+                         Pipeline(registry.build(rule, policy, services), rule.mode, registry.resolver,
+                                  rollout=rule.rollout, rule_id=rule.id))
             for rule in active
         ]
         self.matcher = RouteMatcher([(rule.match.path, rule.match.methods) for rule in active])
@@ -63,6 +64,11 @@ class CompiledPolicy:
         internal_rule = Rule(id="internal", match=Match(path="/**"), auth="none")
         self.internal = CompiledRule("internal", "enforce", Pipeline(registry.build(internal_rule, policy, services),
                                                                      resolver=registry.resolver))
+        # Headers copied into decision records for replay: the policy's list plus every header a
+        # limit key reads (bytes, lower-case, as the request context holds them).
+        key_headers = {part.split(":", 1)[1].lower() for _, cfg in policy.limit_names()
+                       for part in (cfg.key if isinstance(cfg.key, list) else [cfg.key]) if part.startswith("header:")}
+        self.replay_headers = frozenset(h.encode("latin-1") for h in {*policy.log.replay_headers, *key_headers})
         # Rules written for tsgate's own paths (e.g. limits on /_tsgate/auth/login) do apply to them.
         self._own_path_rules = frozenset(
             rule.id for rule in active if rule.match.path.lower().startswith(policy.prefix.lower()))

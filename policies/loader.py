@@ -8,15 +8,15 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from gateway.core.errors import ConfigError
 from policies.model import Policy
 
-__all__ = ["LoadedPolicy", "PolicyError", "load_policy", "load_policy_text", "with_overrides"]
+__all__ = ["LoadedPolicy", "PolicyError", "load_policy", "load_policy_text", "load_yaml_model", "with_overrides"]
 
 Loc = tuple[str | int, ...]
 
@@ -89,7 +89,12 @@ def _line_of(loc: Loc, lines: dict[Loc, int]) -> int | None:
     return None
 
 
-def load_policy_text(text: str, source: str = "<policy>") -> LoadedPolicy:
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_yaml_model(text: str, source: str, model: type[M], what: str = "the policy") -> M:
+    """Parse YAML (duplicate keys refused) into ``model``; every problem names its field path and
+    line (``routes[2].mode (line 14): ...``). Shared by policies and policy test files."""
     try:
         node = yaml.compose(text, Loader=_LineLoader)
         data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
@@ -100,9 +105,9 @@ def load_policy_text(text: str, source: str = "<policy>") -> LoadedPolicy:
     except yaml.YAMLError as exc:
         raise PolicyError(source, [f"not valid YAML: {exc}"]) from exc
     if not isinstance(data, dict):
-        raise PolicyError(source, ["the policy must be a YAML mapping (upstream:, routes:, ...)"])
+        raise PolicyError(source, [f"{what} must be a YAML mapping"])
     try:
-        policy = Policy.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         lines = _lines(node)
         problems = []
@@ -117,6 +122,10 @@ def load_policy_text(text: str, source: str = "<policy>") -> LoadedPolicy:
             where = f" (line {line})" if line else ""
             problems.append(f"{_format_loc(loc)}{where}: {message}")
         raise PolicyError(source, problems) from exc
+
+
+def load_policy_text(text: str, source: str = "<policy>") -> LoadedPolicy:
+    policy = load_yaml_model(text, source, Policy)
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return LoadedPolicy(policy, source, text, digest)
 

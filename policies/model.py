@@ -71,6 +71,17 @@ def _cidr(value: Any) -> str:
         raise ValueError(f"{value!r} is not an IP address or CIDR") from None
 
 
+def _percent(value: Any) -> Any:
+    """'10%', '12.5 %' or a plain number of percent."""
+    if isinstance(value, str):
+        text = value.strip().removesuffix("%").strip()
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a percentage like '10%'") from None
+    return value
+
+
 Duration = Annotated[float, BeforeValidator(_duration)]
 Size = Annotated[int, BeforeValidator(_size)]
 Cidr = Annotated[str, BeforeValidator(_cidr)]
@@ -423,6 +434,9 @@ class Rule(Strict):
     mode: Literal["enforce", "shadow", "off"] = Field(
         "enforce", description="enforce; shadow (record what would happen, allow); off (rule ignored)."
     )
+    rollout: Annotated[float, BeforeValidator(_percent)] = Field(
+        100.0, ge=0, le=100, description="Staged rollout: enforce this rule for a stable share of principals "
+        "(e.g. '10%'; by user id, else client IP); for everyone else it runs in shadow mode.")
     ip: IpListConfig | None = Field(None, description="IP allow/deny lists for this rule.")
     auth: Literal["required", "optional", "none"] = Field(
         "optional", description="required: 401 without a valid token; optional: verify if present; none: ignore.")
@@ -447,6 +461,22 @@ class LogConfig(Strict):
     decision_log: str | None = Field(None, description="Also append every decision to this JSONL file.")
     decision_log_max_bytes: Size = Field(100 << 20, description="Rotate the JSONL file at this size.")
     decision_log_backups: int = Field(5, ge=0, le=1000)
+    replay_headers: list[str] = Field(
+        default_factory=lambda: ["user-agent", "content-type"],
+        description="Request headers copied into decision records (for `tsgate policy replay`); headers that "
+        "limit keys use (`header:NAME`) are added automatically. Never list credentials.")
+    replay_content: bool = Field(False, description="Also record request bodies that guards read (base64), so "
+                                 "replay can re-run content rules. Off by default: bodies are user data.")
+    replay_content_max_bytes: Size = Field(4096, description="Record at most this much of a body.")
+
+    @field_validator("replay_headers")
+    @classmethod
+    def _no_credentials(cls, value: list[str]) -> list[str]:
+        lowered = [v.lower() for v in value]
+        secret = sorted(set(lowered) & {"authorization", "cookie", "proxy-authorization", "tsgate-clearance"})
+        if secret:
+            raise ValueError(f"{secret} carry credentials and are never recorded")
+        return lowered
 
 
 class Policy(Strict):

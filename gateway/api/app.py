@@ -5,6 +5,9 @@ policy (view, validate, reload, versions)."""
 
 from __future__ import annotations
 
+import difflib
+import os
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import Body, Depends, FastAPI, Header, Request
@@ -16,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from authn.runtime import AuthnRuntime
 from gateway.api.auth import token_matches
-from gateway.app import Gateway
+from gateway.app import Gateway, PolicyVersion
 from gateway.core.ids import new_decision_id
 from gateway.core.problem import problem_body
 from policies.loader import PolicyError, load_policy_text
@@ -36,6 +39,11 @@ def _problem_response(status: int, reason: str, detail: str, headers: dict[str, 
     body = problem_body(status, reason, decision_id, detail, **extra)
     out = {"tsgate-decision": decision_id, "cache-control": "no-store", **(headers or {})}
     return Response(body, status, headers=out, media_type="application/problem+json")
+
+
+class RollbackTo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: int
 
 
 def create_admin_app(gateway: Gateway, token: str | None) -> FastAPI:
@@ -97,6 +105,59 @@ def create_admin_app(gateway: Gateway, token: str | None) -> FastAPI:
     async def versions() -> list[dict[str, Any]]:
         return [{"version": v.version, "sha256": v.sha256, "source": v.source, "loaded_at": v.loaded_at,
                  "actor": v.actor} for v in gateway.versions]
+
+    def _version(number: int) -> PolicyVersion:
+        if not 1 <= number <= len(gateway.versions):
+            raise _Problem(404, "policy.no_such_version", f"There is no policy version {number}.")
+        found = gateway.versions[number - 1]
+        if not found.text:
+            raise _Problem(410, "policy.version_forgotten", f"Version {number} is too old; its text is gone.")
+        return found
+
+    @app.get("/policy/versions/{a}/diff/{b}", dependencies=admin)
+    async def diff(a: int, b: int) -> dict[str, Any]:
+        old, new = _version(a), _version(b)
+        lines = difflib.unified_diff(old.text.splitlines(keepends=True), new.text.splitlines(keepends=True),
+                                     fromfile=f"v{a} {old.sha256[:12]}", tofile=f"v{b} {new.sha256[:12]}")
+        return {"from": a, "to": b, "diff": "".join(lines)}
+
+    @app.post("/policy/rollback", dependencies=admin)
+    async def rollback(target: RollbackTo, x_tsgate_actor: Annotated[str | None, Header()] = None) -> Response:
+        """Put an earlier version back: its text is written to the policy file (atomically) and
+        reloaded, so every worker and every later reload agrees with what is running."""
+        chosen = _version(target.version)
+        source = Path(gateway.compiled.loaded.source)
+        actor = f"admin-api:rollback:{(x_tsgate_actor or 'unknown')[:64]}"
+        try:
+            load_policy_text(chosen.text, f"<version {target.version}>")
+            tmp = source.with_name(f".{source.name}.rollback")
+            tmp.write_text(chosen.text, encoding="utf-8")
+            os.replace(tmp, source)
+        except PolicyError as exc:  # e.g. a version whose key files are gone
+            return _problem_response(422, "policy.invalid", "That version no longer loads.", problems=exc.problems)
+        except OSError as exc:
+            raise _Problem(409, "policy.file_not_writable",
+                           f"Cannot write {source.name} ({exc.strerror}); roll back by editing the file.") from exc
+        result = gateway.reload(actor=actor)
+        if not result.ok:
+            return _problem_response(422, "policy.invalid", "The rollback was not loaded; the running one stays.",
+                                     problems=result.problems, running_sha256=result.sha256)
+        notify = getattr(app.state, "on_reload", None)
+        if notify is not None:
+            notify()
+        return JSONResponse({"loaded": True, "sha256": result.sha256, "version": gateway.versions[-1].version,
+                             "restored": target.version})
+
+    @app.get("/policy/shadow", dependencies=admin)
+    async def shadow() -> dict[str, Any]:
+        """Shadow and staged-rollout would-have counts per rule (this process, since it started)."""
+        counts: dict[str, dict[str, float]] = {}
+        for metric in gateway.metrics.shadow.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    rule, outcome = sample.labels["rule"], sample.labels["outcome"]
+                    counts.setdefault(rule, {})[outcome] = sample.value
+        return {"rules": counts}
 
     @app.post("/policy/validate", dependencies=admin)
     async def validate(text: Annotated[str, Body(media_type="application/yaml")]) -> Response:

@@ -13,6 +13,7 @@ return Challenge; the guard contract stays one method."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -64,14 +65,26 @@ class ChallengeResolver(Protocol):
 class Pipeline:
     """An ordered, immutable list of guards with the rule's mode."""
 
-    __slots__ = ("guards", "mode", "needs_body", "resolver")
+    __slots__ = ("guards", "mode", "needs_body", "resolver", "rollout", "rule_id")
 
     def __init__(self, guards: Sequence[Guard], mode: Mode = "enforce",
-                 resolver: ChallengeResolver | None = None) -> None:
+                 resolver: ChallengeResolver | None = None, *, rollout: float = 100.0, rule_id: str = "") -> None:
         self.guards: tuple[Guard, ...] = tuple(guards)
         self.mode: Mode = mode
         self.resolver = resolver
         self.needs_body = any(g.needs_body for g in self.guards)
+        self.rollout = rollout  # percent of principals the rule is enforced for; shadow for the rest
+        self.rule_id = rule_id
+
+    def enforced_for(self, ctx: RequestContext) -> bool:
+        """Staged rollout: a stable bucket per (rule, principal), the user id once authn has run,
+        else the client IP. The same principal always lands on the same side."""
+        if self.rollout >= 100.0:
+            return True
+        principal = ctx.principal
+        who = principal.id if principal is not None and principal.authenticated else "ip:" + ctx.client_ip
+        digest = hashlib.blake2b(f"{self.rule_id}\x00{who}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") / 2**64 * 100.0 < self.rollout
 
     async def run(self, ctx: RequestContext) -> Outcome:
         if not self.guards or self.mode == "off":
@@ -92,7 +105,8 @@ class Pipeline:
                 continue
             # Shadow rules record the guard's own Challenge: resolving could spend a clearance's
             # budget for a request that is let through anyway.
-            if isinstance(decision, Challenge) and self.resolver is not None and self.mode == "enforce":
+            if (isinstance(decision, Challenge) and self.resolver is not None and self.mode == "enforce"
+                    and self.enforced_for(ctx)):
                 if decision.level <= cleared:
                     continue
                 try:
@@ -105,7 +119,7 @@ class Pipeline:
                     cleared = decision.level
                     continue
                 decision = resolved
-            if self.mode == "shadow":
+            if self.mode == "shadow" or not self.enforced_for(ctx):
                 outcome.would_have = decision
                 outcome.would_have_guard = guard.name
                 return outcome

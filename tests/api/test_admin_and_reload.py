@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import ROOT, Backend, GatewayProc, free_port, policy_text, redis_url, request
+from tests.conftest import ADMIN_TOKEN, ROOT, Backend, GatewayProc, free_port, policy_text, redis_url, request
 
 OPEN = """
 routes:
@@ -177,3 +177,63 @@ def test_two_workers_on_redis_serve_and_reload(backend: Backend, start_gateway: 
             break
         time.sleep(0.1)
     assert set(statuses) == {403}
+
+
+def test_versions_diff_and_rollback_under_load(gw: GatewayProc) -> None:
+    """v1 open, v2 closed: the diff shows the change; rolling back to v1 under load restores the
+    open behaviour without failing a request, writes v1's text back to the file and is audited."""
+    original = gw.policy_path.read_text()
+    gw.policy_path.write_text(original.replace(OPEN, CLOSED))
+    assert gw.admin("POST", "/policy/reload").status == 200
+    assert request(gw.port, "GET", "/api/debug/echo/x").status == 403
+    diff = gw.admin("GET", "/policy/versions/1/diff/2").json()["diff"]
+    assert "+  - id: lockdown" in diff and "-  - id: any" not in diff
+    assert gw.admin("GET", "/policy/versions/1/diff/9").status == 404
+
+    failures: list[int] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            status = request(gw.port, "GET", "/api/health").status
+            if status != 200:
+                failures.append(status)
+
+    threads = [threading.Thread(target=client) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        resp = request(gw.admin_port, "POST", "/policy/rollback", body=b'{"version": 1}',
+                       headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json",
+                                "X-Tsgate-Actor": "alice@secops"})
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert resp.status == 200, resp.body
+    assert resp.json()["restored"] == 1 and resp.json()["version"] == 3
+    assert failures == []
+    assert request(gw.port, "GET", "/api/debug/echo/x").status == 200
+    assert gw.policy_path.read_text() == original
+    versions = gw.admin("GET", "/policy/versions").json()
+    assert [v["actor"] for v in versions] == ["startup", "admin-api", "admin-api:rollback:alice@secops"]
+    assert versions[0]["sha256"] == versions[2]["sha256"]
+    audit = [line for line in gw.log_path.read_text().splitlines() if '"audit": "policy.loaded"' in line]
+    assert len(audit) == 3 and "alice@secops" in audit[-1]
+
+
+def test_shadow_counts_in_the_admin_api(backend: Backend, start_gateway: Callable[..., GatewayProc]) -> None:
+    shadow = """
+routes:
+  - id: trial
+    match: {path: "/api/debug/echo/**"}
+    mode: shadow
+    ip: {deny: ["0.0.0.0/0"]}
+  - id: any
+    match: {path: "/**"}
+"""
+    gw = start_gateway(policy_text(backend.port, shadow))
+    assert [request(gw.port, "GET", "/api/debug/echo/x").status for _ in range(3)] == [200] * 3
+    assert gw.admin("GET", "/policy/shadow").json() == {"rules": {"trial": {"deny": 3.0}}}
+    metrics = request(gw.admin_port, "GET", "/metrics").body.decode()
+    assert 'tsgate_shadow_decisions_total{outcome="deny",rule="trial"} 3.0' in metrics

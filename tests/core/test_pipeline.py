@@ -88,3 +88,27 @@ async def test_needs_body_is_the_union() -> None:
     reader.needs_body = True
     assert Pipeline([ScriptedGuard("a", ALLOW), reader]).needs_body
     assert not Pipeline([ScriptedGuard("a", ALLOW)]).needs_body
+
+
+async def test_staged_rollout_enforces_for_a_stable_share_of_principals() -> None:
+    """rollout: 30% enforces for about 30 % of client IPs (binomial bounds for 2,000), always the
+    same ones, and records what it would have done for the others."""
+    deny = Deny(403, "x.denied")
+    pipeline = Pipeline([ScriptedGuard("g", deny)], rollout=30.0, rule_id="r1")
+    enforced = []
+    for i in range(2000):
+        request = RequestContext(decision_id="d", method="GET", path="/", query=b"", headers=[],
+                                 client_ip=f"10.0.{i // 250}.{i % 250}", scheme="http")
+        outcome = await pipeline.run(request)
+        if outcome.decision == deny:
+            enforced.append(request.client_ip)
+        else:
+            assert outcome.would_have == deny  # shadow for the rest
+    assert 520 <= len(enforced) <= 680  # mean 600, sd ~20.5: ~4 sd either side
+    again = RequestContext(decision_id="d", method="GET", path="/", query=b"", headers=[],
+                           client_ip=enforced[0], scheme="http")
+    assert (await pipeline.run(again)).decision == deny
+    other_rule = Pipeline([ScriptedGuard("g", deny)], rollout=30.0, rule_id="r2")
+    other = [ip for ip in enforced if (await other_rule.run(RequestContext(
+        decision_id="d", method="GET", path="/", query=b"", headers=[], client_ip=ip, scheme="http"))).decision == deny]
+    assert len(other) < len(enforced) * 0.5  # buckets are per rule: not the same early adopters everywhere
