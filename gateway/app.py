@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from authn.db import Database
 from authn.endpoints import AuthEndpoints
 from authn.runtime import AuthnRuntime
 from captcha.endpoints import CaptchaEndpoints
@@ -34,7 +35,7 @@ from gateway.proxy.forward import BodyPlan
 from gateway.proxy.headers import Inbound
 from gateway.proxy.upstream import UpstreamPool
 from policies.compiled import CompiledPolicy
-from policies.features import build_authn, build_captcha, build_limiter
+from policies.features import build_authn, build_captcha, build_limiter, build_moderation
 from policies.loader import LoadedPolicy, PolicyError, load_policy, load_policy_text, with_overrides
 from policies.model import Policy
 from policies.registry import GuardRegistry, default_registry
@@ -95,12 +96,16 @@ class Gateway:
             max_bytes=policy.log.decision_log_max_bytes,
             backups=policy.log.decision_log_backups,
         )
-        self.authn = build_authn(policy, self.store, self.clock)
+        # One engine for every feature that keeps durable records (accounts, the review queue).
+        self.database = Database(policy.database)
+        self.authn = build_authn(policy, self.store, self.clock, database=self.database)
+        self.moderation = build_moderation(policy, self.database)
         self.limiter = build_limiter(policy)
         self.captcha_metrics = CaptchaMetrics(self.metrics.registry)
         self.captcha: CaptchaRuntime = build_captcha(policy, self.store, self.clock, metrics=self.captcha_metrics,
                                                      identify=self._identify)
-        self.registry = registry or default_registry(authn=self.authn, limiter=self.limiter, captcha=self.captcha)
+        self.registry = registry or default_registry(authn=self.authn, limiter=self.limiter, captcha=self.captcha,
+                                                     moderation=self.moderation)
         self.internal: dict[str, InternalHandler] = {}
         self.canonicalize = PathCanonicalizer()
         self.allow_outcome = Outcome(ALLOW)
@@ -168,10 +173,14 @@ class Gateway:
             if (new.auth is None) != (self.authn is None):
                 raise PolicyError(loaded.source, ["auth: adding or removing the auth section needs a restart"])
             authn = self._reload_authn(new)
+            if self.moderation is None and self.authn is None and any(r.moderation for r in new.routes):
+                raise PolicyError(loaded.source, ["moderation: the first moderated route needs a restart "
+                                                  "(the review table is created at start)"])
+            moderation = build_moderation(new, self.database, previous=self.moderation)
             # Same key ring and metrics: clearances issued before the reload stay valid.
             captcha = build_captcha(new, self.store, self.clock, metrics=self.captcha_metrics,
                                     identify=self._identify, keys=self.captcha.sealer.keys)
-            registry = default_registry(authn=authn, limiter=self.limiter, captcha=captcha)
+            registry = default_registry(authn=authn, limiter=self.limiter, captcha=captcha, moderation=moderation)
             compiled = CompiledPolicy(loaded, registry, self.services)
         except ConfigError as exc:
             problems = exc.problems if isinstance(exc, PolicyError) else [str(exc)]
@@ -180,6 +189,7 @@ class Gateway:
             return ReloadResult(False, self.compiled.sha256, problems)
         self.registry = registry
         self.captcha = captcha
+        self.moderation = moderation
         if authn is not None and authn is not self.authn:
             old_authn, self.authn = self.authn, authn
             if old_authn is not None and old_authn.hasher is not authn.hasher:
@@ -226,6 +236,8 @@ class Gateway:
         """Async start-up: database migrations for features that keep durable records."""
         if self.authn is not None:
             await self.authn.start()
+        elif self.moderation is not None:
+            await self.database.migrate()
 
     # -- request helpers used by the proxy --------------------------------------------------------
     def host_allowed(self, host: bytes | None) -> bool:
@@ -342,7 +354,9 @@ class Gateway:
 
     async def aclose(self) -> None:
         if self.authn is not None:
-            await self.authn.close()
+            await self.authn.close()  # disposes the shared database engine too
+        else:
+            await self.database.dispose()
         await self.limiter.aclose()
         await self.pool.close()
         await self.store.close()

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.core.errors import ConfigError
+from moderation.cli import register as register_moderation
+from moderation.cli import run as run_moderation
 from policies.loader import PolicyError, load_policy, with_overrides
 from policies.model import Policy
 from policies.tools_cli import register as register_policy_tools
@@ -101,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("file")
     psub.add_parser("schema", help="print the policy JSON Schema")
     register_policy_tools(psub)
+    register_moderation(sub)
     return parser
 
 
@@ -322,6 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_accounts(args)
         if args.command == "limits":
             return _cmd_limits(args)
+        if args.command == "moderation":
+            return run_moderation(args)
         return _cmd_policy(args)
     except PolicyError as exc:
         print(f"tsgate: invalid policy {exc.source}:", file=sys.stderr)

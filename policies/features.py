@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -23,13 +24,33 @@ from captcha.settings import CaptchaSettings, Escalation, Level, ProviderSetting
 from gateway.core.clock import Clock
 from gateway.core.errors import ConfigError
 from gateway.core.state import StateStore
-from policies.model import AuthConfig, CaptchaEscalation, LimitConfig, Policy
+from moderation import banks as bank_compiler
+from moderation import config as mc
+from moderation.config import ModerationSettings
+from moderation.errors import ModerationError
+from moderation.model import LinearModel, load_default_model, load_model
+from moderation.records import ReviewQueue
+from moderation.sinks import ReviewSink
+from moderation.urls import DEFAULT_SHORTENERS
+from policies.model import AuthConfig, CaptchaEscalation, LimitConfig, ModerationDefaults, Policy, Rule
 from policies.model import ExternalAuthenticator as ExternalConfig
 from ratelimit.limiter import Limiter
 from ratelimit.spec import LimitSpec
 
-__all__ = ["ClearanceKeyRing", "auth_settings", "build_authn", "build_captcha", "build_external", "build_limiter",
-           "captcha_settings", "limit_spec", "share_dev_keys"]
+__all__ = [
+    "ClearanceKeyRing",
+    "ModerationRuntime",
+    "auth_settings",
+    "build_authn",
+    "build_captcha",
+    "build_external",
+    "build_limiter",
+    "build_moderation",
+    "captcha_settings",
+    "limit_spec",
+    "moderation_settings",
+    "share_dev_keys",
+]
 
 
 def auth_settings(cfg: AuthConfig) -> AuthSettings:
@@ -183,6 +204,80 @@ def build_captcha(policy: Policy, store: StateStore, clock: Clock, *, metrics: C
         keys = CaptchaKeys([(key.kid, key.key) for key in ring.keys if key.status == "active"]
                            + [(key.kid, key.key) for key in ring.keys if key.status != "active"])
     return CaptchaRuntime(captcha_settings(policy, env), keys, store, clock, metrics=metrics, identify=identify)
+
+
+def moderation_settings(defaults: ModerationDefaults, rule: Rule, *, check_patterns: bool = False
+                        ) -> ModerationSettings:
+    """One route's ``ModerationSettings``: the policy-wide defaults with the route's overrides.
+    A rule in ``mode: shadow`` gets a shadow guard (scores and reports, never enqueues)."""
+
+    route = rule.moderation
+    if route is None:
+        raise ValueError(f"rule {rule.id!r} has no moderation section")
+    thresholds = route.thresholds or defaults.thresholds
+    if check_patterns:  # compile once at load so RE2's refusals name the bank
+        for kb in defaults.keyword_banks:
+            bank_compiler.compile_keyword_bank(kb.name, kb.keywords)
+        for rb in defaults.regex_banks:
+            bank_compiler.compile_regex_bank(rb.name, rb.patterns, case_sensitive=rb.case_sensitive)
+    near = defaults.near_duplicates
+    return mc.ModerationSettings(
+        content=mc.ContentFields(tuple(route.content)),
+        thresholds=mc.Thresholds(thresholds.flag, thresholds.hold, thresholds.challenge, thresholds.block),
+        symbols={name: mc.SymbolSettings(sym.weight, sym.shadow) for name, sym in defaults.symbols.items()},
+        mode="shadow" if rule.mode == "shadow" else "enforce",
+        on_body_error=route.on_body_error or defaults.on_body_error,
+        keyword_banks=tuple(mc.KeywordBankSpec(b.name, tuple(b.keywords), b.weight, b.max_hits, b.shadow)
+                            for b in defaults.keyword_banks),
+        regex_banks=tuple(mc.RegexBankSpec(b.name, tuple(b.patterns), b.weight, b.max_hits, b.view, b.case_sensitive,
+                                           b.shadow) for b in defaults.regex_banks),
+        urls=mc.UrlSettings(free_urls=defaults.urls.free_urls,
+                            shorteners=DEFAULT_SHORTENERS | {d.lower() for d in defaults.urls.extra_shorteners},
+                            blocked_domains=frozenset(d.lower() for d in defaults.urls.blocked_domains),
+                            allowed_domains=frozenset(d.lower() for d in defaults.urls.allowed_domains)),
+        max_mentions=defaults.max_mentions, max_hashtags=defaults.max_hashtags,
+        near_duplicates=mc.NearDupSettings(enabled=near.enabled, window=near.window, min_accounts=near.min_accounts),
+        challenge_level=defaults.challenge_level,
+        queue="moderation",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ModerationRuntime:
+    """What the moderation guards of one policy version share: the model, the review queue and
+    each moderated rule's settings."""
+
+    model: LinearModel
+    model_source: str
+    queue: ReviewSink  # ReviewQueue in the gateway; an in-memory sink in the policy sandbox
+    settings: Mapping[str, ModerationSettings]
+
+
+def build_moderation(policy: Policy, database: Database | None, *, previous: ModerationRuntime | None = None,
+                     sink: ReviewSink | None = None) -> ModerationRuntime | None:
+    """The moderation runtime for a policy with moderated routes (None without any). The model is
+    loaded once and kept across reloads unless ``moderation.model`` names another file."""
+    settings = {rule.id: moderation_settings(policy.moderation, rule) for rule in policy.routes
+                if rule.moderation is not None and rule.mode != "off"}
+    if not settings:
+        return None
+    source = policy.moderation.model
+    if previous is not None and previous.model_source == source:
+        model = previous.model
+    else:
+        try:
+            model = load_default_model() if source == "default" else load_model(source)
+        except (OSError, ValueError, ModerationError) as exc:
+            raise ConfigError(f"moderation.model: cannot load {source!r}: {exc}") from exc
+    if sink is not None:
+        queue: ReviewSink = sink
+    elif previous is not None:
+        queue = previous.queue
+    elif database is not None:
+        queue = ReviewQueue(database)
+    else:
+        raise ValueError("a review sink or a database is needed")
+    return ModerationRuntime(model, source, queue, settings)
 
 
 def limit_spec(name: str, cfg: LimitConfig) -> LimitSpec:

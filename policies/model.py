@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from gateway.core.errors import ConfigError
+
 __all__ = [
     "AuthConfig",
     "CaptchaConfig",
@@ -428,6 +430,76 @@ class RouteCaptchaConfig(Strict):
         return self
 
 
+class ModerationThresholds(Strict):
+    """Score thresholds; the action is the highest one the score reaches (null turns it off)."""
+
+    flag: float | None = Field(5.0, description="Forward, and put the item in the review queue.")
+    hold: float | None = Field(10.0, description="Do not forward; 202 and queue (durable before the answer).")
+    challenge: float | None = Field(None, description="Ask for a CAPTCHA (proof of work).")
+    block: float | None = Field(15.0, description="403 with the reason and how to appeal.")
+
+
+class ModerationSymbol(Strict):
+    weight: float = Field(description="Score points the symbol adds when it fires.")
+    shadow: bool = Field(False, description="Computed and reported, not counted.")
+
+
+class KeywordBank(Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+    keywords: list[str] = Field(min_length=1, description="Matched on the normalized, folded text (whole words).")
+    weight: float
+    max_hits: int = Field(1, ge=1, description="The weight is added once per distinct hit, at most this often.")
+    shadow: bool = False
+
+
+class RegexBank(Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+    patterns: list[str] = Field(min_length=1, description="RE2 syntax (linear time; no backreferences).")
+    weight: float
+    max_hits: int = Field(1, ge=1)
+    view: Literal["clean", "lower", "folded"] = Field("lower", description="Which normalized view is searched.")
+    case_sensitive: bool = False
+    shadow: bool = False
+
+
+class ModerationUrls(Strict):
+    free_urls: int = Field(2, ge=0, description="Links up to this many add nothing.")
+    blocked_domains: list[str] = Field(default_factory=list)
+    allowed_domains: list[str] = Field(default_factory=list, description="Never counted or scored.")
+    extra_shorteners: list[str] = Field(default_factory=list, description="Added to the built-in list.")
+
+
+class ModerationNearDup(Strict):
+    enabled: bool = True
+    window: Duration = Field(3600.0, description="How long a post's signature is remembered.")
+    min_accounts: int = Field(3, ge=1, description="Other accounts with a near-copy that make a campaign.")
+
+
+class ModerationDefaults(Strict):
+    """Policy-wide content moderation settings; routes opt in with `moderation: {content: [...]}`."""
+
+    model: str = Field("default", description="'default' (the shipped SMS-trained model) or a model file "
+                       "written by `tsgate moderation train`.")
+    thresholds: ModerationThresholds = Field(default_factory=lambda: ModerationThresholds())
+    symbols: dict[str, ModerationSymbol] = Field(default_factory=dict, description="Per-symbol weight overrides.")
+    keyword_banks: list[KeywordBank] = Field(default_factory=list)
+    regex_banks: list[RegexBank] = Field(default_factory=list)
+    urls: ModerationUrls = Field(default_factory=lambda: ModerationUrls())
+    near_duplicates: ModerationNearDup = Field(default_factory=lambda: ModerationNearDup())
+    max_mentions: int = Field(5, ge=1)
+    max_hashtags: int = Field(8, ge=1)
+    on_body_error: Literal["reject", "pass"] = Field(
+        "reject", description="A body that cannot be read: reject (4xx problem+json) or pass (forward unscored).")
+    challenge_level: int = Field(2, ge=1)
+
+
+class RouteModeration(Strict):
+    content: list[str] = Field(min_length=1, description="Where the text is: JSON pointers (/comment/body, "
+                               "/items/*/text) or form fields (form:body).")
+    thresholds: ModerationThresholds | None = Field(None, description="Override the policy's thresholds.")
+    on_body_error: Literal["reject", "pass"] | None = None
+
+
 class Rule(Strict):
     id: str = Field(description="Stable rule id, used in logs, metrics and decision ids' records.")
     match: Match = Field(description="Which requests the rule covers.")
@@ -442,6 +514,7 @@ class Rule(Strict):
         "optional", description="required: 401 without a valid token; optional: verify if present; none: ignore.")
     roles: list[str] = Field(default_factory=list, description="Any of these roles is required (403 otherwise).")
     limits: list[LimitConfig] = Field(default_factory=list, description="Rate limits on this rule.")
+    moderation: RouteModeration | None = Field(None, description="Score this route's content for spam.")
     captcha: Annotated[RouteCaptchaConfig | None, BeforeValidator(_captcha_shorthand)] = Field(
         None, description="'always' or {after_failures: N} | {on_limit: NAME} | {risk_at_least: BAND}, "
         "with optional level, scope, uses, clearance_ttl, escalate.")
@@ -496,6 +569,8 @@ class Policy(Strict):
     ratelimit: RateLimitSettings = Field(default_factory=lambda: RateLimitSettings(),
                                          description="Rate-limit store behaviour.")
     limits: list[LimitConfig] = Field(default_factory=list, description="Rate limits applied before every rule.")
+    moderation: ModerationDefaults = Field(default_factory=lambda: ModerationDefaults(),
+                                           description="Content moderation defaults (routes opt in).")
     captcha: CaptchaConfig = Field(default_factory=lambda: CaptchaConfig(),
                                    description="Proof-of-work challenges, clearances and the escalation ladder.")
     routes: list[Rule] = Field(default_factory=list, description="Rules; the first match in file order wins.")
@@ -523,6 +598,21 @@ class Policy(Strict):
             if name in seen:  # one name is one key namespace: two limits must never share it
                 raise ValueError(f"limit name {name!r} is used twice")
             seen.add(name)
+        return self
+
+    @model_validator(mode="after")
+    def _moderation_settings(self) -> Policy:
+        # Build each route's settings once here so a bad bank, pattern or symbol is refused at load
+        # with the route named (the feature's own checks: RE2 compiles, known symbols, ...).
+        from policies.features import moderation_settings  # features imports this module
+
+        for index, rule in enumerate(self.routes):
+            if rule.moderation is None:
+                continue
+            try:
+                moderation_settings(self.moderation, rule, check_patterns=True)
+            except (ValueError, ConfigError) as exc:
+                raise ValueError(f"routes[{index}].moderation (rule {rule.id!r}): {exc}") from None
         return self
 
     @model_validator(mode="after")

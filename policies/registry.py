@@ -15,7 +15,8 @@ from captcha.runtime import CaptchaRuntime
 from gateway.core.guard import Guard
 from gateway.core.pipeline import ChallengeResolver
 from gateway.core.services import GuardServices
-from policies.features import limit_spec
+from moderation.guard import ModerationGuard
+from policies.features import ModerationRuntime, limit_spec
 from policies.ipfilter import IpFilterGuard
 from policies.model import Policy, Rule
 from ratelimit.guard import RateLimitGuard
@@ -110,11 +111,22 @@ def _captcha_guards(runtime: CaptchaRuntime | None, *, limits: bool) -> GuardFac
     return build
 
 
+def _moderation_guards(runtime: ModerationRuntime | None) -> GuardFactory:
+    def build(rule: Rule, policy: Policy, services: GuardServices) -> list[Guard]:
+        settings = runtime.settings.get(rule.id) if runtime is not None else None
+        if runtime is None or settings is None:
+            return []
+        return [ModerationGuard(settings, services, model=runtime.model, sink=runtime.queue)]
+
+    return build
+
+
 def default_registry(*, authn: AuthnRuntime | None = None, limiter: Limiter | None = None,
-                     captcha: CaptchaRuntime | None = None) -> GuardRegistry:
+                     captcha: CaptchaRuntime | None = None, moderation: ModerationRuntime | None = None
+                     ) -> GuardRegistry:
     """The built-in guards by stage: 10 network lists, 20 network-keyed limits, 30 authn,
-    40 captcha triggers, 50 identity-keyed limits, 55 captcha on_limit triggers (later: 60 content
-    and follow moderation). The captcha runtime is also the registry's Challenge resolver."""
+    40 captcha triggers, 50 identity-keyed limits, 55 captcha on_limit triggers, 60 content
+    moderation (later: follow-graph detection). The captcha runtime is also the registry's Challenge resolver."""
     registry = GuardRegistry()
     registry.register("ip", 10, _ip_guards)
     registry.register("ratelimit", 20, _limit_guards(limiter, identity=False))
@@ -122,5 +134,6 @@ def default_registry(*, authn: AuthnRuntime | None = None, limiter: Limiter | No
     registry.register("captcha", 40, _captcha_guards(captcha, limits=False))
     registry.register("ratelimit-user", 50, _limit_guards(limiter, identity=True))
     registry.register("captcha-limit", 55, _captcha_guards(captcha, limits=True))
+    registry.register("moderation", 60, _moderation_guards(moderation))
     registry.resolver = captcha
     return registry

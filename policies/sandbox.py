@@ -12,7 +12,8 @@ what the gateway would decide, with three differences that keep it side-effect f
   authn guard (``authn.guard.decide``).
 
 CAPTCHA clearances are not replayed: a Challenge stays a Challenge here (there is no client to
-solve it), and guards that need a database (held content) are not part of the sandbox yet."""
+solve it). Content moderation scores for real, with its review items kept in memory; its
+campaign and velocity state starts empty, like every other counter here."""
 
 from __future__ import annotations
 
@@ -32,7 +33,9 @@ from gateway.core.paths import PathRefusal, canonicalize
 from gateway.core.pipeline import Outcome
 from gateway.core.services import GuardServices
 from gateway.core.state import MemoryStore
+from moderation.sinks import NewReviewItem
 from policies.compiled import CompiledPolicy, CompiledRule
+from policies.features import build_moderation
 from policies.loader import LoadedPolicy
 from policies.model import Policy, Rule
 from policies.registry import GuardRegistry, default_registry
@@ -170,6 +173,15 @@ def _wall_clock(at: float) -> Iterator[None]:
         time.time = real
 
 
+class _MemorySink:
+    def __init__(self, items: list[NewReviewItem]) -> None:
+        self.items = items
+
+    async def enqueue(self, item: NewReviewItem) -> str:
+        self.items.append(item)
+        return f"sandbox-{len(self.items)}"
+
+
 class PolicySandbox:
     """A policy compiled against private state. Not thread-safe; one event loop."""
 
@@ -181,7 +193,10 @@ class PolicySandbox:
         settings = self.policy.ratelimit
         self.limiter = Limiter("memory://", timeout=max(settings.timeout, 1.0), key_prefix="sandbox",
                                max_memory_keys=settings.max_memory_keys)
-        registry: GuardRegistry = default_registry(limiter=self.limiter)
+        # Content moderation scores for real; its review items stay in memory (self.review_items).
+        self.review_items: list[NewReviewItem] = []
+        moderation = build_moderation(self.policy, None, sink=_MemorySink(self.review_items))
+        registry: GuardRegistry = default_registry(limiter=self.limiter, moderation=moderation)
         registry.replace("authn", _given_principal_guards)
         recording = _RecordingRegistry(registry)
         self.compiled = CompiledPolicy(loaded, recording, GuardServices(self.store, self.clock))
@@ -233,7 +248,7 @@ class PolicySandbox:
             reason=verdict.reason, guard=outcome.guard, steps=tuple(steps),
             would_have=would.kind if would is not None else "",
             would_have_reason=getattr(would, "reason", "") if would is not None else "",
-            params=params, signals=tuple(s.name for s in ctx.signals))
+            params=params, signals=tuple(f"{s.name} ({s.evidence})" if s.evidence else s.name for s in ctx.signals))
 
     async def aclose(self) -> None:
         await self.limiter.aclose()

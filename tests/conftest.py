@@ -208,7 +208,7 @@ def _cluster_ports(count: int) -> list[int]:
 
     chosen: list[int] = []
     while len(chosen) < count:
-        port = random.randint(20000, 29999)  # noqa: S311 - not a secret
+        port = random.randint(20000, 29999)
         if port not in chosen and free(port) and free(port + 10000):
             chosen.append(port)
     return chosen

@@ -13,6 +13,7 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+import moderation.records  # noqa: F401 - registers review_items on the same metadata (migration 0002)
 from authn.models import Base
 
 config = context.config
