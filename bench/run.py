@@ -183,6 +183,48 @@ FULL_POLICY: dict[str, Any] = {
                 "limits": [{"name": "per-user", "rate": NEVER_REFUSES, "key": "user"}]}],
 }
 
+# A clean ~600-byte comment, scored on every request (model, URL, banks, near-duplicate window).
+COMMENT = json.dumps({"body": ("Lovely photo of the lake this morning. We walked the long way round past the old "
+                               "boathouse and the light on the water was just like this. Are we still on for "
+                               "Sunday? I can bring coffee and the small tripod if you want to try the long "
+                               "exposure again, the forecast says clear skies until noon. Let me know what time "
+                               "suits you and whether Sam is coming along this time; last time was great fun.")})
+# Every request a different comment from one of 50,000 clients: the same text again and again from
+# one client is (rightly) spam by repetition and would measure the review-queue writes instead.
+VARIED_COMMENTS = r"""
+local words = {}
+for w in string.gmatch([[the a and to of in is it you that was for on are with as this be at have from or one
+  had by word but not what all were we when your can said there use an each which she do how their if will up
+  other about out many then them these so some her would make like him into time has look two more write go see
+  number no way could people my than first water been call who oil its now find long down day did get come made
+  may part lake photo walk sunday coffee garden book train museum recipe birthday meeting library weather light
+  morning evening bus kids thanks great lovely love friend family dinner lunch music film game park river city
+  street school work home week year tomorrow today tonight really very pretty quite happy sorry soon later next
+  last little big old new good bad best nice fun late early again back still also just only even maybe]], "%S+")
+  do words[#words + 1] = w end
+local n = 0
+request = function()
+  n = n + 1
+  local parts = {}
+  for i = 1, 12 + (n % 25) do parts[i] = words[math.random(#words)] end
+  local body = '{"body": "' .. table.concat(parts, " ") .. '."}'
+  local ip = "10." .. (n % 50) .. "." .. (math.floor(n / 50) % 250) .. "." .. (math.floor(n / 12500) % 4 + 1)
+  return wrk.format("POST", nil, {["X-Forwarded-For"] = ip, ["Content-Type"] = "application/json"}, body)
+end
+"""
+
+MODERATION_POLICY: dict[str, Any] = {
+    "trusted_proxies": ["127.0.0.1/32"],  # so that X-Forwarded-For names wrk's simulated clients
+    "routes": [{"id": "comments", "match": {"methods": ["POST"], "path": "/**"},
+                "moderation": {"content": ["/body"]}}],
+}
+
+
+def _moderation_db(sc: Scenario, ctx: BenchContext) -> Scenario:
+    policy = merge(sc.policy, {"database": f"sqlite+aiosqlite:///{ctx.tmp / 'moderation.db'}"})
+    return replace(sc, policy=policy)
+
+
 SCENARIOS: list[Scenario] = [
     Scenario("pass-through"),
     # The same gateway as an operator runs it on this 2-core machine: `tsgate run --workers 2`.
@@ -197,6 +239,9 @@ SCENARIOS: list[Scenario] = [
     Scenario("full-pipeline", policy=FULL_POLICY, prepare=_mint_access_token),
     # The same on `--workers 2`, how an operator runs it on this 2-core machine.
     Scenario("full-pipeline-2w", policy=FULL_POLICY, prepare=_mint_access_token, workers=2),
+    # A write route with content moderation: the body is buffered, extracted, normalized and scored.
+    Scenario("moderation-write", policy=MODERATION_POLICY, method="POST", body=COMMENT,
+             headers={"Content-Type": "application/json"}, script=VARIED_COMMENTS, prepare=_moderation_db),
 ]
 
 

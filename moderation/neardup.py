@@ -61,8 +61,8 @@ class _Permutations:
 def _permutations(count: int) -> _Permutations:
     # Fixed seeds: every gateway process must compute the same signature for the same text.
     rng = np.random.default_rng(0x7473676174)
-    a = rng.integers(1, 1 << 31, size=count, dtype=np.uint64) | _U64(1)
-    b = rng.integers(0, 1 << 31, size=count, dtype=np.uint64)
+    a = rng.integers(0, np.iinfo(np.uint64).max, size=count, dtype=np.uint64, endpoint=True)  # row seeds
+    b = np.zeros(count, dtype=np.uint64)  # unused; kept so the structure stays one type
     return _Permutations(a, b)
 
 
@@ -77,16 +77,19 @@ def minhash_bands(text: str, bands: int, rows: int) -> list[str] | None:
     prefix, powers = _prefix(codes)
     starts = np.arange(len(codes) - _SHINGLE + 1, dtype=np.int64)
     shingles = _mix(_substring_hashes(prefix, powers, starts, starts + _SHINGLE), _SEED)
-    # 31 bits per shingle so that (a*x + b), a < 2**31, stays below 2**63: exact universal
-    # hashing mod the Mersenne prime 2**61 - 1, one row per permutation.
-    x = np.unique(shingles >> _U64(33))
-    mod = _U64(_MASK61)
+    # One independent 64-bit hash per row: the shingle XOR a per-row seed through a murmur3
+    # finalizer (wrapping uint64 arithmetic). An earlier (a*x + b) mod 2**61-1 with a < 2**31
+    # hardly wrapped, so every row picked the same few smallest shingles: unrelated texts of
+    # common words then shared band buckets and read as campaigns.
+    x = np.unique(shingles)
     count = bands * rows
     perms = _PERMS.get(count)
     if perms is None:
         perms = _PERMS.setdefault(count, _permutations(count))
-    hashed = (perms.a[:, None] * x[None, :] + perms.b[:, None]) % mod
-    signature = hashed.min(axis=1)
+    z = perms.a[:, None] ^ x[None, :]
+    z = (z ^ (z >> _U64(33))) * _U64(0xFF51AFD7ED558CCD)
+    z = (z ^ (z >> _U64(33))) * _U64(0xC4CEB9FE1A85EC53)
+    signature = (z ^ (z >> _U64(33))).min(axis=1)
     out = []
     for band in range(bands):
         chunk = signature[band * rows: (band + 1) * rows].tobytes()
