@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/micro.py
 	$(BIN)/python bench/captcha_bench.py
 	$(BIN)/python bench/moderation_bench.py
+	$(BIN)/python bench/followers_bench.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway authn ratelimit moderation captcha followers policies tests bench

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from followers.cli import register as register_followers
+from followers.cli import run as run_followers
 from gateway.core.errors import ConfigError
 from moderation.cli import register as register_moderation
 from moderation.cli import run as run_moderation
@@ -104,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     psub.add_parser("schema", help="print the policy JSON Schema")
     register_policy_tools(psub)
     register_moderation(sub)
+    register_followers(sub)
     return parser
 
 
@@ -327,6 +330,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_limits(args)
         if args.command == "moderation":
             return run_moderation(args)
+        if args.command == "followers":
+            return run_followers(args)
         return _cmd_policy(args)
     except PolicyError as exc:
         print(f"tsgate: invalid policy {exc.source}:", file=sys.stderr)

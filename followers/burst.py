@@ -1,0 +1,260 @@
+"""Per-target bursts of risky followers, against each target's own baseline.
+
+For every follow of target T and every trailing window W in ``scales``:
+
+* ``n`` new followers, with risk sum ``S`` (sliding two-bucket counters, O(1));
+* the null hypothesis: they are drawn like T's usual followers — mean ``mu0`` and variance
+  ``var0`` of follower risk, learned from T's own past (folded in only from closed windows, and
+  frozen while T is flagged, so an attack cannot teach the baseline) and shrunk towards the
+  global follower population with ``prior_strength`` pseudo-followers;
+* the test: Bernstein's inequality bounds P(S - n*mu0 >= excess) for any bounded risk
+  distribution (risk is capped), Bonferroni over the windows, Benjamini-Hochberg across targets
+  at false-discovery rate ``fdr`` (the cutoff is recomputed every ``bh_interval_s`` of stream
+  time over the latest p-value of each target; the Bonferroni cutoff ``fdr/m`` always applies);
+* the effect-size gate: at least ``min_followers`` and a mean excess of ``min_mean_excess``.
+
+Conditioning on the window's followers is what keeps an organic viral spike (many followers,
+drawn like the usual ones) from being a burst, while an order of 300 fresh accounts is one
+within a minute or two. Volume against T's EWMA rate is reported as evidence, not tested.
+
+When T is flagged its followers in the window at or above the member threshold are labelled,
+and so is each such later follower while the flag lasts (``flag_ttl_s``)."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+from followers.bounded import LRU
+from followers.config import BurstSettings
+from followers.events import FollowEvent
+from followers.findings import AccountFlag, Finding, TargetFlag
+from followers.stats import bernstein_log_sf, bh_cutoff
+
+__all__ = ["BurstDetector", "TargetState"]
+
+_LOG_SF_FLOOR = -1e6
+
+
+class TargetState:
+    """Counters of one target (bounded by the detector's LRU)."""
+
+    __slots__ = ("base_n", "base_s", "base_ss", "bucket", "cur_n", "cur_s", "cur_ss", "flag_until", "flagged",
+                 "member_floor", "prev_n", "prev_s", "suspects", "vol", "vol_ts")
+    # base_* and cur_ss are per scale: each window length has its own baseline, folded from that
+    # scale's closed windows — the 10-minute test learns a new target in minutes, the 24-hour test
+    # compares with whole days, and neither is tested before it has history (except the smallest,
+    # which falls back to the global prior so a brand-new target can still be flagged).
+
+    def __init__(self, scales: int) -> None:
+        self.bucket = [-1] * scales
+        self.cur_n = [0] * scales
+        self.cur_s = [0.0] * scales
+        self.prev_n = [0] * scales
+        self.prev_s = [0.0] * scales
+        # Closed-window sums for the baselines: followers, risk, risk^2 (decayed), per scale.
+        self.cur_ss = [0.0] * scales
+        self.base_n = [0.0] * scales
+        self.base_s = [0.0] * scales
+        self.base_ss = [0.0] * scales
+        self.vol = 0.0
+        self.vol_ts = 0.0
+        self.flag_until = 0.0
+        self.flagged: TargetFlag | None = None
+        self.member_floor = 0.0
+        self.suspects: deque[tuple[float, str, float]] = deque()
+
+
+class BurstDetector:
+    def __init__(self, settings: BurstSettings | None = None, *, score_cap: float = 4.0) -> None:
+        self.settings = s = settings or BurstSettings()
+        self.score_cap = score_cap
+        self.targets: LRU[str, TargetState] = LRU(s.max_targets)
+        self._scales = s.scales
+        self._log_scales = math.log(len(s.scales))
+        self._tau = s.baseline_half_life_s / math.log(2)
+        # Global follower population (decayed): the prior every target is shrunk towards.
+        self.g_n = 0.0
+        self.g_s = 0.0
+        self.g_ss = 0.0
+        self._g_ts: float | None = None
+        self.g_vol = 0.0
+        self._candidates: dict[str, tuple[float, float]] = {}  # target -> (log p, ts) with p <= fdr
+        self._cutoff = -math.inf
+        self._next_bh = -math.inf
+        self.suspects_total = 0
+        self.suspects_cap = s.suspects_per_target * 256
+        self.suspects_dropped = 0
+
+    # -- baselines -----------------------------------------------------------------------------
+
+    def _decay_global(self, ts: float) -> None:
+        if self._g_ts is None:
+            self._g_ts = ts
+            return
+        dt = ts - self._g_ts
+        if dt > 0:
+            k = math.exp(-dt / self._tau)
+            self.g_n *= k
+            self.g_s *= k
+            self.g_ss *= k
+            self.g_vol *= k
+            self._g_ts = ts
+
+    def null(self, state: TargetState, i: int) -> tuple[float, float]:
+        """(mean, variance) of follower risk under the target's own (shrunk) baseline at scale ``i``."""
+        s = self.settings
+        a = s.prior_strength
+        if self.g_n > 0:
+            g_mu = self.g_s / self.g_n
+            g_var = max(self.g_ss / self.g_n - g_mu * g_mu, 0.0)
+        else:
+            g_mu, g_var = 0.0, 0.0
+        n = state.base_n[i] + a
+        mu = (state.base_s[i] + a * g_mu) / n
+        second = (state.base_ss[i] + a * (g_var + g_mu * g_mu)) / n
+        return mu, max(second - mu * mu, s.variance_floor)
+
+    def share(self, target: str) -> float:
+        """The target's share of all follows in its *closed* daily windows (frozen while it is
+        flagged): a hub is popular by its history, an order does not make its own target a hub."""
+        state = self.targets.get(target)
+        if state is None or self.g_n <= 0:
+            return 0.0
+        return state.base_n[-1] / self.g_n
+
+    def volume(self, target: str) -> float:
+        """The target's decayed follow count (about its follows over the last few days)."""
+        state = self.targets.get(target)
+        if state is None:
+            return 0.0
+        return state.vol * math.exp(-((self._g_ts or 0.0) - state.vol_ts) / self._tau)
+
+    # -- the per-event path --------------------------------------------------------------------
+
+    def observe(self, event: FollowEvent, risk: float) -> list[Finding]:
+        if event.action != "follow":
+            return []
+        s = self.settings
+        ts = event.ts
+        self._decay_global(ts)
+        r = min(risk, self.score_cap)
+        self.g_n += 1.0
+        self.g_s += r
+        self.g_ss += r * r
+        self.g_vol += 1.0
+        nscales = len(self._scales)
+        state = self.targets.get_or_create(event.target, lambda: TargetState(nscales))
+        state.vol = state.vol * math.exp(-(ts - state.vol_ts) / self._tau) + 1.0 if state.vol_ts else 1.0
+        state.vol_ts = ts
+        flagged_now = state.flag_until > ts
+
+        best_log_p = 0.0
+        best: tuple[int, float, float, float, float] | None = None
+        for i, scale in enumerate(self._scales):
+            bucket = int(ts // scale)
+            if bucket != state.bucket[i]:
+                if state.bucket[i] >= 0:
+                    self._fold(state, i, bucket - state.bucket[i], flagged_now)
+                state.prev_n[i] = state.cur_n[i] if bucket == state.bucket[i] + 1 else 0
+                state.prev_s[i] = state.cur_s[i] if bucket == state.bucket[i] + 1 else 0.0
+                state.cur_n[i] = 0
+                state.cur_s[i] = 0.0
+                state.bucket[i] = bucket
+            state.cur_n[i] += 1
+            state.cur_s[i] += r
+            state.cur_ss[i] += r * r
+            left = 1.0 - (ts - bucket * scale) / scale
+            n = state.cur_n[i] + state.prev_n[i] * left
+            if n < s.min_followers or (i and state.base_n[i] <= 0.0):
+                continue
+            mu0, var0 = self.null(state, i)
+            total = state.cur_s[i] + state.prev_s[i] * left
+            excess = total - n * mu0
+            if excess < s.min_mean_excess * n:
+                continue
+            log_p = bernstein_log_sf(excess, n, var0, self.score_cap - mu0) + self._log_scales
+            if log_p < best_log_p:
+                best_log_p = log_p
+                best = (i, n, total, mu0, var0)
+
+        out: list[Finding] = []
+        if r >= s.member_min_risk:
+            self._remember(state, ts, event.actor, r)
+        if best is not None and self._rejects(event.target, best_log_p, ts):
+            i, n, total, mu0, var0 = best
+            window = self._scales[i]
+            # The usual number of follows in this window, from the decayed volume before it.
+            expected_volume = max(state.vol - n, 0.0) / self._tau * window
+            lift = n / max(expected_volume, 1.0)
+            # Members: followers riskier than the target's usual ones by two standard deviations;
+            # by one when the volume says most of the window is excess (lift >= 2: a random
+            # follower of the window is then more likely part of the excess than not).
+            sigma = math.sqrt(var0)
+            member_floor = max(s.member_min_risk, mu0 + (sigma if lift >= 2.0 else 2.0 * sigma))
+            state.member_floor = member_floor
+            if not flagged_now:
+                # Look back over the whole suspect buffer (up to the largest window): an order's
+                # first followers arrived before the test had enough of them to be significant.
+                suspects = [(t, a, x) for t, a, x in state.suspects if x >= member_floor]
+                recent = {a for t, a, _ in suspects if t > ts - window}
+                flag = TargetFlag(event.target, ts, window, round(n), min(1.0, len(recent) / n), total / n, mu0,
+                                  max(best_log_p, _LOG_SF_FLOOR), lift)
+                state.flagged = flag
+                out.append(flag)
+                out.extend(AccountFlag(a, ts, f"burst:{event.target}", x) for _, a, x in suspects)
+            elif r >= member_floor:
+                out.append(AccountFlag(event.actor, ts, f"burst:{event.target}", r))
+            state.flag_until = ts + s.flag_ttl_s
+        elif flagged_now and r >= state.member_floor:
+            out.append(AccountFlag(event.actor, ts, f"burst:{event.target}", r))
+        return out
+
+    def _fold(self, state: TargetState, i: int, windows: int, flagged: bool) -> None:
+        """Scale ``i``'s window closed (``windows`` windows passed): fold it into that scale's
+        baseline, decayed by the time that passed — unless the target is flagged (an attack must
+        not become the baseline it is judged against)."""
+        k = math.exp(-self._scales[i] * windows / self._tau)
+        state.base_n[i] *= k
+        state.base_s[i] *= k
+        state.base_ss[i] *= k
+        if not flagged:
+            state.base_n[i] += state.cur_n[i]
+            state.base_s[i] += state.cur_s[i]
+            state.base_ss[i] += state.cur_ss[i]
+        state.cur_ss[i] = 0.0
+
+    def _remember(self, state: TargetState, ts: float, actor: str, r: float) -> None:
+        suspects = state.suspects
+        horizon = ts - self._scales[-1]
+        while suspects and suspects[0][0] <= horizon:
+            suspects.popleft()
+            self.suspects_total -= 1
+        if len(suspects) >= self.settings.suspects_per_target:
+            suspects.popleft()
+            self.suspects_total -= 1
+        if self.suspects_total >= self.suspects_cap:
+            self.suspects_dropped += 1
+            return
+        suspects.append((ts, actor, r))
+        self.suspects_total += 1
+
+    def _rejects(self, target: str, log_p: float, ts: float) -> bool:
+        s = self.settings
+        log_q = math.log(s.fdr)
+        if log_p > log_q:
+            return False
+        self._candidates[target] = (log_p, ts)
+        if ts >= self._next_bh:
+            horizon = ts - self._scales[-1]
+            stale = [t for t, (_, at) in self._candidates.items() if at <= horizon]
+            for t in stale:
+                del self._candidates[t]
+            m = max(len(self.targets), len(self._candidates), s.min_family)
+            # BH over the family: p-values of targets without a candidate are > fdr and never rejected,
+            # so padding the family to m with ones gives the same cutoff as sorting all m.
+            logs = [lp for lp, _ in self._candidates.values()]
+            self._cutoff = bh_cutoff(logs, s.fdr * len(logs) / m) if logs else -math.inf
+            self._next_bh = ts + s.bh_interval_s
+        m = max(len(self.targets), s.min_family)
+        return log_p <= max(self._cutoff, log_q - math.log(m))
