@@ -23,7 +23,7 @@ from gateway.core.asgi import Receive, Send
 from gateway.core.clock import Clock, SystemClock
 from gateway.core.context import Principal, RequestContext
 from gateway.core.decisions import ALLOW, Allow
-from gateway.core.errors import ConfigError
+from gateway.core.errors import ConfigError, StoreError
 from gateway.core.netaddr import TrustedProxies
 from gateway.core.paths import PathCanonicalizer
 from gateway.core.pipeline import Outcome
@@ -35,7 +35,7 @@ from gateway.proxy.forward import BodyPlan
 from gateway.proxy.headers import Inbound
 from gateway.proxy.upstream import UpstreamPool
 from policies.compiled import CompiledPolicy
-from policies.features import build_authn, build_captcha, build_limiter, build_moderation
+from policies.features import build_authn, build_captcha, build_followers, build_limiter, build_moderation
 from policies.loader import LoadedPolicy, PolicyError, load_policy, load_policy_text, with_overrides
 from policies.model import Policy
 from policies.registry import GuardRegistry, default_registry
@@ -100,12 +100,14 @@ class Gateway:
         self.database = Database(policy.database)
         self.authn = build_authn(policy, self.store, self.clock, database=self.database)
         self.moderation = build_moderation(policy, self.database)
+        self.followers = build_followers(policy, self.store, self.database)
+        self._flusher: asyncio.Task[None] | None = None
         self.limiter = build_limiter(policy)
         self.captcha_metrics = CaptchaMetrics(self.metrics.registry)
         self.captcha: CaptchaRuntime = build_captcha(policy, self.store, self.clock, metrics=self.captcha_metrics,
                                                      identify=self._identify)
         self.registry = registry or default_registry(authn=self.authn, limiter=self.limiter, captcha=self.captcha,
-                                                     moderation=self.moderation)
+                                                     moderation=self.moderation, followers=self.followers)
         self.internal: dict[str, InternalHandler] = {}
         self.canonicalize = PathCanonicalizer()
         self.allow_outcome = Outcome(ALLOW)
@@ -173,14 +175,19 @@ class Gateway:
             if (new.auth is None) != (self.authn is None):
                 raise PolicyError(loaded.source, ["auth: adding or removing the auth section needs a restart"])
             authn = self._reload_authn(new)
-            if self.moderation is None and self.authn is None and any(r.moderation for r in new.routes):
-                raise PolicyError(loaded.source, ["moderation: the first moderated route needs a restart "
-                                                  "(the review table is created at start)"])
+            if not self._uses_database() and any(r.moderation or r.follow for r in new.routes):
+                raise PolicyError(loaded.source, ["moderation/follow: the first route that writes review items "
+                                                  "needs a restart (the review table is created at start)"])
+            if self.followers is None and any(r.follow for r in new.routes):
+                raise PolicyError(loaded.source, ["follow: the first follow route needs a restart (its "
+                                                  "detectors and flush timer start with the process)"])
             moderation = build_moderation(new, self.database, previous=self.moderation)
+            followers = build_followers(new, self.store, self.database, previous=self.followers)
             # Same key ring and metrics: clearances issued before the reload stay valid.
             captcha = build_captcha(new, self.store, self.clock, metrics=self.captcha_metrics,
                                     identify=self._identify, keys=self.captcha.sealer.keys)
-            registry = default_registry(authn=authn, limiter=self.limiter, captcha=captcha, moderation=moderation)
+            registry = default_registry(authn=authn, limiter=self.limiter, captcha=captcha, moderation=moderation,
+                                        followers=followers)
             compiled = CompiledPolicy(loaded, registry, self.services)
         except ConfigError as exc:
             problems = exc.problems if isinstance(exc, PolicyError) else [str(exc)]
@@ -190,6 +197,8 @@ class Gateway:
         self.registry = registry
         self.captcha = captcha
         self.moderation = moderation
+        if followers is not None:
+            self.followers = followers
         if authn is not None and authn is not self.authn:
             old_authn, self.authn = self.authn, authn
             if old_authn is not None and old_authn.hasher is not authn.hasher:
@@ -233,11 +242,34 @@ class Gateway:
         return list(totals.items())
 
     async def start(self) -> None:
-        """Async start-up: database migrations for features that keep durable records."""
+        """Async start-up: connect to the state store and the limiter's storage before traffic
+        (a cold Redis Cluster client would spend the first checks' timeouts discovering slots),
+        then database migrations for features that keep durable records."""
+        try:
+            state_ok = await asyncio.wait_for(self.store.ping(), 2.0)
+        except (TimeoutError, StoreError):
+            state_ok = False
+        if not state_ok or not await self.limiter.warm_up():
+            log.warning("the state store did not answer at start; guards follow their fail modes until it does")
         if self.authn is not None:
             await self.authn.start()
-        elif self.moderation is not None:
+        elif self._uses_database():
             await self.database.migrate()
+        if self.followers is not None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_follow_reviews())
+
+    def _uses_database(self) -> bool:
+        return self.authn is not None or self.moderation is not None or self.followers is not None
+
+    async def _flush_follow_reviews(self, every: float = 30.0) -> None:
+        """Cohorts are written once they stop growing; without new follows nothing else asks."""
+        while True:
+            await asyncio.sleep(every)
+            if self.followers is not None:
+                try:
+                    await self.followers.actions.flush(self.clock.now())
+                except Exception:  # a database hiccup must not end the timer; the next tick retries
+                    log.exception("writing settled follower cohorts failed")
 
     # -- request helpers used by the proxy --------------------------------------------------------
     def host_allowed(self, host: bytes | None) -> bool:
@@ -353,6 +385,13 @@ class Gateway:
         return True
 
     async def aclose(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+        if self.followers is not None:
+            try:
+                await self.followers.actions.flush(self.clock.now(), force=True)
+            except Exception:
+                log.exception("writing pending follower cohorts at shutdown failed")
         if self.authn is not None:
             await self.authn.close()  # disposes the shared database engine too
         else:

@@ -21,6 +21,12 @@ from captcha.metrics import CaptchaMetrics
 from captcha.providers import HCAPTCHA_VERIFY_URL, TURNSTILE_VERIFY_URL
 from captcha.runtime import CaptchaRuntime, Identify
 from captcha.settings import CaptchaSettings, Escalation, Level, ProviderSettings, RouteCaptcha, Trigger
+from followers.actions import FollowActions, LabelStore
+from followers.config import ActionSettings, DetectionSettings, FollowRoute
+from followers.engine import FollowDetection
+from followers.errors import FollowersConfigError
+from followers.eventlog import EventLog, event_log_from_url
+from followers.review import ModerationQueueSink
 from gateway.core.clock import Clock
 from gateway.core.errors import ConfigError
 from gateway.core.state import StateStore
@@ -32,7 +38,15 @@ from moderation.model import LinearModel, load_default_model, load_model
 from moderation.records import ReviewQueue
 from moderation.sinks import ReviewSink
 from moderation.urls import DEFAULT_SHORTENERS
-from policies.model import AuthConfig, CaptchaEscalation, LimitConfig, ModerationDefaults, Policy, Rule
+from policies.model import (
+    AuthConfig,
+    CaptchaEscalation,
+    FollowersConfig,
+    LimitConfig,
+    ModerationDefaults,
+    Policy,
+    Rule,
+)
 from policies.model import ExternalAuthenticator as ExternalConfig
 from ratelimit.limiter import Limiter
 from ratelimit.spec import LimitSpec
@@ -278,6 +292,50 @@ def build_moderation(policy: Policy, database: Database | None, *, previous: Mod
     else:
         raise ValueError("a review sink or a database is needed")
     return ModerationRuntime(model, source, queue, settings)
+
+
+@dataclass(frozen=True, slots=True)
+class FollowersRuntime:
+    """One process's fake-follower detection: the detectors' state and the event log live as long
+    as the process (kept across reloads); settings and routes come from the current policy."""
+
+    engine: FollowDetection
+    log: EventLog
+    actions: FollowActions
+    labels: LabelStore
+    settings: ActionSettings
+    routes: Mapping[str, FollowRoute]
+    config: FollowersConfig
+
+
+def build_followers(policy: Policy, store: StateStore, database: Database | None, *,
+                    previous: FollowersRuntime | None = None, sink: ReviewSink | None = None
+                    ) -> FollowersRuntime | None:
+    """The runtime for a policy with follow routes (None without any)."""
+    routes = {rule.id: FollowRoute(rule.follow.target, rule.follow.action) for rule in policy.routes
+              if rule.follow is not None and rule.mode != "off"}
+    if not routes:
+        return None
+    cfg = policy.followers
+    try:
+        settings = ActionSettings(mode=cfg.mode, label=cfg.label, on_label=cfg.on_label, challenge_at=cfg.challenge_at,
+                                  deny_at=cfg.deny_at, challenge_level=cfg.challenge_level,
+                                  review_targets=cfg.review_targets, review_cohorts=cfg.review_cohorts)
+    except FollowersConfigError as exc:
+        raise ConfigError(f"followers: {exc}") from exc
+    engine = previous.engine if previous is not None else FollowDetection(DetectionSettings(label_ttl_s=cfg.label_ttl))
+    log = previous.log if previous is not None else event_log_from_url(policy.state, max_len=cfg.event_log_max)
+    if previous is not None and previous.config == cfg:
+        actions, labels = previous.actions, previous.labels  # keeps cohorts waiting to settle
+    else:
+        if sink is None and database is None:
+            raise ValueError("a review sink or a database is needed")
+        queue: ReviewSink = sink if sink is not None else ReviewQueue(database)  # type: ignore[arg-type]
+        labels = LabelStore(store, cfg.label)
+        actions = FollowActions(labels, ModerationQueueSink(queue), label_ttl_s=cfg.label_ttl,
+                                shadow=cfg.mode == "shadow", review_targets=cfg.review_targets,
+                                review_cohorts=cfg.review_cohorts)
+    return FollowersRuntime(engine, log, actions, labels, settings, routes, cfg)
 
 
 def limit_spec(name: str, cfg: LimitConfig) -> LimitSpec:

@@ -500,6 +500,30 @@ class RouteModeration(Strict):
     on_body_error: Literal["reject", "pass"] | None = None
 
 
+class FollowersConfig(Strict):
+    """Fake-follower detection: what to do with what the detectors find (routes opt in with `follow:`)."""
+
+    mode: Literal["enforce", "shadow"] = Field("enforce", description="shadow: detect, signal and queue for "
+                                               "review (marked shadow) but never deny, challenge or label.")
+    label: str = Field("fake_follower", pattern=r"^[A-Za-z0-9_-]{1,32}$",
+                       description="Account label (with a TTL) that other guards and moderators read.")
+    label_ttl: Duration = Field(30 * 86400.0, description="How long an account label lasts.")
+    on_label: Literal["deny", "challenge", "none"] = Field("deny", description="A follow from a labelled account.")
+    challenge_at: float | None = Field(2.5, gt=0, description="Challenge follows from accounts whose risk score "
+                                       "reaches this (0-4); null: off.")
+    deny_at: float | None = Field(None, gt=0, description="Deny follows from accounts whose risk reaches this.")
+    challenge_level: int = Field(2, ge=1, le=5)
+    review_targets: bool = Field(True, description="Put flagged targets (suspected purchased followers) in review.")
+    review_cohorts: bool = Field(True, description="Put each lockstep cohort in review as one item.")
+    event_log_max: int = Field(1_000_000, ge=1000, description="Follow events kept (Redis stream MAXLEN ~).")
+
+
+class RouteFollow(Strict):
+    target: str = Field("path:username", description="Where the followed account is: path:<parameter> or "
+                        "body:/json/pointer.")
+    action: Literal["follow", "unfollow"] = "follow"
+
+
 class Rule(Strict):
     id: str = Field(description="Stable rule id, used in logs, metrics and decision ids' records.")
     match: Match = Field(description="Which requests the rule covers.")
@@ -515,6 +539,8 @@ class Rule(Strict):
     roles: list[str] = Field(default_factory=list, description="Any of these roles is required (403 otherwise).")
     limits: list[LimitConfig] = Field(default_factory=list, description="Rate limits on this rule.")
     moderation: RouteModeration | None = Field(None, description="Score this route's content for spam.")
+    follow: RouteFollow | None = Field(None, description="This route follows/unfollows an account: record the "
+                                       "events for fake-follower detection and check the actor's label and risk.")
     captcha: Annotated[RouteCaptchaConfig | None, BeforeValidator(_captcha_shorthand)] = Field(
         None, description="'always' or {after_failures: N} | {on_limit: NAME} | {risk_at_least: BAND}, "
         "with optional level, scope, uses, clearance_ttl, escalate.")
@@ -569,6 +595,8 @@ class Policy(Strict):
     ratelimit: RateLimitSettings = Field(default_factory=lambda: RateLimitSettings(),
                                          description="Rate-limit store behaviour.")
     limits: list[LimitConfig] = Field(default_factory=list, description="Rate limits applied before every rule.")
+    followers: FollowersConfig = Field(default_factory=lambda: FollowersConfig(),
+                                       description="Fake-follower detection settings (routes opt in with follow:).")
     moderation: ModerationDefaults = Field(default_factory=lambda: ModerationDefaults(),
                                            description="Content moderation defaults (routes opt in).")
     captcha: CaptchaConfig = Field(default_factory=lambda: CaptchaConfig(),
@@ -613,6 +641,22 @@ class Policy(Strict):
                 moderation_settings(self.moderation, rule, check_patterns=True)
             except (ValueError, ConfigError) as exc:
                 raise ValueError(f"routes[{index}].moderation (rule {rule.id!r}): {exc}") from None
+        return self
+
+    @model_validator(mode="after")
+    def _follow_targets(self) -> Policy:
+        for index, rule in enumerate(self.routes):
+            if rule.follow is None:
+                continue
+            where, _, name = rule.follow.target.partition(":")
+            if not ((where == "path" and name.isidentifier()) or (where == "body" and name.startswith("/"))):
+                raise ValueError(f"routes[{index}].follow.target: {rule.follow.target!r} must be path:<parameter> "
+                                 "or body:/json/pointer")
+            if where == "path" and "{" + name + "}" not in rule.match.path:
+                raise ValueError(f"routes[{index}].follow.target: the path has no {{{name}}} parameter")
+        if self.followers.deny_at is not None and self.followers.challenge_at is not None and (
+                self.followers.deny_at < self.followers.challenge_at):
+            raise ValueError("followers.deny_at: must not be below followers.challenge_at")
         return self
 
     @model_validator(mode="after")

@@ -12,11 +12,12 @@ from authn.guard import AuthnGuard
 from authn.runtime import AuthnRuntime
 from captcha.guard import CaptchaGuard
 from captcha.runtime import CaptchaRuntime
+from followers.guard import FollowGuard
 from gateway.core.guard import Guard
 from gateway.core.pipeline import ChallengeResolver
 from gateway.core.services import GuardServices
 from moderation.guard import ModerationGuard
-from policies.features import ModerationRuntime, limit_spec
+from policies.features import FollowersRuntime, ModerationRuntime, limit_spec
 from policies.ipfilter import IpFilterGuard
 from policies.model import Policy, Rule
 from ratelimit.guard import RateLimitGuard
@@ -121,12 +122,24 @@ def _moderation_guards(runtime: ModerationRuntime | None) -> GuardFactory:
     return build
 
 
+def _follower_guards(runtime: FollowersRuntime | None) -> GuardFactory:
+    def build(rule: Rule, policy: Policy, services: GuardServices) -> list[Guard]:
+        route = runtime.routes.get(rule.id) if runtime is not None else None
+        if runtime is None or route is None:
+            return []
+        return [FollowGuard(route, runtime.settings, services, engine=runtime.engine, log=runtime.log,
+                            actions=runtime.actions, labels=runtime.labels)]
+
+    return build
+
+
 def default_registry(*, authn: AuthnRuntime | None = None, limiter: Limiter | None = None,
-                     captcha: CaptchaRuntime | None = None, moderation: ModerationRuntime | None = None
-                     ) -> GuardRegistry:
+                     captcha: CaptchaRuntime | None = None, moderation: ModerationRuntime | None = None,
+                     followers: FollowersRuntime | None = None) -> GuardRegistry:
     """The built-in guards by stage: 10 network lists, 20 network-keyed limits, 30 authn,
     40 captcha triggers, 50 identity-keyed limits, 55 captcha on_limit triggers, 60 content
-    moderation (later: follow-graph detection). The captcha runtime is also the registry's Challenge resolver."""
+    moderation, 65 follow events and fake-follower labels. The captcha runtime is also the
+    registry's Challenge resolver."""
     registry = GuardRegistry()
     registry.register("ip", 10, _ip_guards)
     registry.register("ratelimit", 20, _limit_guards(limiter, identity=False))
@@ -135,5 +148,6 @@ def default_registry(*, authn: AuthnRuntime | None = None, limiter: Limiter | No
     registry.register("ratelimit-user", 50, _limit_guards(limiter, identity=True))
     registry.register("captcha-limit", 55, _captcha_guards(captcha, limits=True))
     registry.register("moderation", 60, _moderation_guards(moderation))
+    registry.register("followers", 65, _follower_guards(followers))
     registry.resolver = captcha
     return registry

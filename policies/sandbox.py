@@ -35,7 +35,7 @@ from gateway.core.services import GuardServices
 from gateway.core.state import MemoryStore
 from moderation.sinks import NewReviewItem
 from policies.compiled import CompiledPolicy, CompiledRule
-from policies.features import build_moderation
+from policies.features import build_followers, build_moderation
 from policies.loader import LoadedPolicy
 from policies.model import Policy, Rule
 from policies.registry import GuardRegistry, default_registry
@@ -196,7 +196,9 @@ class PolicySandbox:
         # Content moderation scores for real; its review items stay in memory (self.review_items).
         self.review_items: list[NewReviewItem] = []
         moderation = build_moderation(self.policy, None, sink=_MemorySink(self.review_items))
-        registry: GuardRegistry = default_registry(limiter=self.limiter, moderation=moderation)
+        # Fake-follower detection starts with empty detectors; labels go to the private store.
+        followers = build_followers(self.policy, self.store, None, sink=_MemorySink(self.review_items))
+        registry: GuardRegistry = default_registry(limiter=self.limiter, moderation=moderation, followers=followers)
         registry.replace("authn", _given_principal_guards)
         recording = _RecordingRegistry(registry)
         self.compiled = CompiledPolicy(loaded, recording, GuardServices(self.store, self.clock))

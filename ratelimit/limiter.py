@@ -204,6 +204,19 @@ class Limiter:
         reason = ERROR_TIMEOUT if isinstance(exc, TimeoutError) else f"{ERROR_UNAVAILABLE}: {type(exc).__name__}"
         return LimitResult(True, first, first.amount, 0.0, reason)
 
+    async def warm_up(self, timeout: float = 2.0) -> bool:
+        """Connect before the first request needs it (a Redis Cluster client discovers its slots
+        first, which can take longer than the per-check ``timeout``). False when the store did
+        not answer; requests then follow the fail modes as usual."""
+        if self.is_memory:
+            return True
+        try:
+            return bool(await asyncio.wait_for(self.storage.check(), timeout))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            return False
+
     async def charge(self, spec: LimitSpec, identifier: str) -> bool:
         """Charge every rate after the fact (a counted response). False when the store failed."""
         if not self.breaker.allow():
