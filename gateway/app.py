@@ -19,6 +19,8 @@ from captcha.endpoints import CaptchaEndpoints
 from captcha.metrics import CaptchaMetrics
 from captcha.page import ChallengePage
 from captcha.runtime import CaptchaRuntime
+from followers.eventlog import EventLogConsumer
+from followers.events import FollowEvent
 from gateway.core.asgi import Receive, Send
 from gateway.core.clock import Clock, SystemClock
 from gateway.core.context import Principal, RequestContext
@@ -102,6 +104,7 @@ class Gateway:
         self.moderation = build_moderation(policy, self.database)
         self.followers = build_followers(policy, self.store, self.database)
         self._flusher: asyncio.Task[None] | None = None
+        self._consumer: asyncio.Task[None] | None = None
         self.limiter = build_limiter(policy)
         self.captcha_metrics = CaptchaMetrics(self.metrics.registry)
         self.captcha: CaptchaRuntime = build_captcha(policy, self.store, self.clock, metrics=self.captcha_metrics,
@@ -256,10 +259,36 @@ class Gateway:
         elif self._uses_database():
             await self.database.migrate()
         if self.followers is not None:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_follow_reviews())
+            loop = asyncio.get_running_loop()
+            self._flusher = loop.create_task(self._flush_follow_reviews())
+            if not self.followers.inline:
+                self._consumer = loop.create_task(self._consume_follow_events())
 
     def _uses_database(self) -> bool:
         return self.authn is not None or self.moderation is not None or self.followers is not None
+
+    async def _consume_follow_events(self, warm_up: float = 600.0, idle: float = 0.5) -> None:
+        """Feed this worker's detectors from the shared Redis Stream (every worker's follows),
+        starting with the last ``warm_up`` seconds so a restarted worker has recent context."""
+        followers = self.followers
+        if followers is None:
+            return
+
+        async def handle(event: FollowEvent) -> None:
+            current = self.followers or followers
+            observation = current.engine.observe(event)
+            await current.actions.apply(observation.findings, event.ts)
+
+        consumer = EventLogConsumer(followers.log, handle, after=f"{int((self.clock.now() - warm_up) * 1000)}-0")
+        while True:
+            try:
+                if await consumer.poll(1000) == 0:
+                    await asyncio.sleep(idle)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # Redis away: detectors pause, the guard keeps serving
+                log.warning("reading the follow-event stream failed; retrying", exc_info=True)
+                await asyncio.sleep(5 * idle)
 
     async def _flush_follow_reviews(self, every: float = 30.0) -> None:
         """Cohorts are written once they stop growing; without new follows nothing else asks."""
@@ -385,13 +414,17 @@ class Gateway:
         return True
 
     async def aclose(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
+        for task in (self._flusher, self._consumer):
+            if task is not None:
+                task.cancel()
         if self.followers is not None:
             try:
                 await self.followers.actions.flush(self.clock.now(), force=True)
             except Exception:
                 log.exception("writing pending follower cohorts at shutdown failed")
+            closer = getattr(self.followers.log, "close", None)
+            if closer is not None:
+                await closer()
         if self.authn is not None:
             await self.authn.close()  # disposes the shared database engine too
         else:

@@ -25,7 +25,7 @@ from followers.actions import FollowActions, LabelStore
 from followers.config import ActionSettings, DetectionSettings, FollowRoute
 from followers.engine import FollowDetection
 from followers.errors import FollowersConfigError
-from followers.eventlog import EventLog, event_log_from_url
+from followers.eventlog import EventLog, MemoryEventLog, event_log_from_url
 from followers.review import ModerationQueueSink
 from gateway.core.clock import Clock
 from gateway.core.errors import ConfigError
@@ -306,6 +306,10 @@ class FollowersRuntime:
     settings: ActionSettings
     routes: Mapping[str, FollowRoute]
     config: FollowersConfig
+    # In-process log (memory://): the guard feeds the detectors itself. A Redis Stream: every
+    # worker's detectors read the whole shared stream (EventLogConsumer), so each sees every
+    # worker's follows; duplicate findings are idempotent (labels, review ids).
+    inline: bool = True
 
 
 def build_followers(policy: Policy, store: StateStore, database: Database | None, *,
@@ -335,7 +339,8 @@ def build_followers(policy: Policy, store: StateStore, database: Database | None
         actions = FollowActions(labels, ModerationQueueSink(queue), label_ttl_s=cfg.label_ttl,
                                 shadow=cfg.mode == "shadow", review_targets=cfg.review_targets,
                                 review_cohorts=cfg.review_cohorts)
-    return FollowersRuntime(engine, log, actions, labels, settings, routes, cfg)
+    return FollowersRuntime(engine, log, actions, labels, settings, routes, cfg,
+                            inline=isinstance(log, MemoryEventLog))
 
 
 def limit_spec(name: str, cfg: LimitConfig) -> LimitSpec:

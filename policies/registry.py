@@ -128,7 +128,7 @@ def _follower_guards(runtime: FollowersRuntime | None) -> GuardFactory:
         if runtime is None or route is None:
             return []
         return [FollowGuard(route, runtime.settings, services, engine=runtime.engine, log=runtime.log,
-                            actions=runtime.actions, labels=runtime.labels)]
+                            actions=runtime.actions, labels=runtime.labels, inline=runtime.inline)]
 
     return build
 

@@ -9,12 +9,14 @@ import json
 import random
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import jwt
+import pytest
 
-from tests.conftest import Backend, GatewayProc, policy_text, request
+from tests.conftest import Backend, GatewayProc, policy_text, redis_url, request
 
 SECRET = "backend-shared-secret-0123456789abcdef"
 ROUTES = """
@@ -87,3 +89,44 @@ def test_a_scripted_follow_order_is_one_cohort_in_review_and_flags_its_targets(
     flagged_targets = {str(r["principal_id"]) for r in rows if r["principal_kind"] == "target"}
     assert flagged_targets and flagged_targets <= set(bought), rows  # "suspected purchased followers"
     assert all(r["state"] == "open" and r["action"] == "flag" for r in rows)
+
+
+@pytest.mark.skipif(redis_url() is None, reason="no Redis available (see scripts/with-services.sh)")
+def test_two_gateways_on_redis_detect_one_order_split_between_them(
+        backend: Backend, start_gateway: Callable[..., GatewayProc], tmp_path: Path) -> None:
+    """Each gateway's detectors read the shared Redis Stream, so an order whose follows are spread
+    over two gateways is still one cohort, written once, and the labels refuse on both."""
+    db = tmp_path / "queue.db"
+    state = f"{redis_url()}?prefix=tsgate-test-{uuid.uuid4().hex[:8]}:"
+    text = policy_text(backend.port, ROUTES.format(db=db), trusted='["127.0.0.1/32"]', state=state)
+    gateways = [start_gateway(text, extra_env={"TEST_BACKEND_SECRET": SECRET}) for _ in range(2)]
+    rng = random.Random(11)
+    now = time.time()
+    targets = [f"creator{i}" for i in range(300)]
+    weights = [1 / (i + 1) for i in range(len(targets))]
+    n = 0
+    for i in range(300):
+        created = now - rng.uniform(200, 2000) * 86400
+        for target in rng.choices(targets, weights, k=3):
+            n += 1
+            follow(gateways[n % 2], f"person{i}", created, target, f"198.{i % 200}.{i // 200}.9", f"organic {i % 40}")
+    time.sleep(1.5)  # both consumers have read the organic history
+    order = []
+    for i in range(30):
+        for target in [f"shop{j}" for j in range(5)]:
+            n += 1
+            order.append(follow(gateways[n % 2], f"fake{i}", now - 3 * 3600, target, f"203.0.113.{10 + i}", "bot/2"))
+        time.sleep(0.05)
+    assert set(order) <= {200, 403}
+    # Each gateway's detectors read the shared stream a moment behind: detected within seconds.
+    t0 = time.monotonic()
+    while follow(gateways[0], "fake29", now - 3 * 3600, "creator8", "203.0.113.39", "bot/2") != 403:
+        assert time.monotonic() - t0 < 10, "the order was not detected within 10 s"
+        time.sleep(0.1)
+    assert [follow(gw, "fake2", now - 3 * 3600, "creator9", "203.0.113.12", "bot/2") for gw in gateways] == [403, 403]
+    for gw in gateways:
+        gw.proc.terminate()
+        gw.proc.wait(15)
+    with sqlite3.connect(db) as conn:
+        cohorts = conn.execute("SELECT count(*) FROM review_items WHERE principal_kind = 'cohort'").fetchone()[0]
+    assert cohorts == 1
