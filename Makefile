@@ -30,7 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/followers_bench.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway authn ratelimit moderation captcha followers policies tests bench
+	$(BIN)/ruff check gateway authn ratelimit moderation captcha followers review policies tests bench
 	$(BIN)/mypy
 
 clean:

@@ -42,6 +42,8 @@ from policies.loader import LoadedPolicy, PolicyError, load_policy, load_policy_
 from policies.model import Policy
 from policies.registry import GuardRegistry, default_registry
 from ratelimit.guard import RateLimitGuard
+from review.appeals import AppealEndpoint
+from review.runtime import ReviewRuntime
 
 __all__ = ["Gateway", "InternalHandler", "ReloadResult"]
 
@@ -103,7 +105,14 @@ class Gateway:
         self.authn = build_authn(policy, self.store, self.clock, database=self.database)
         self.moderation = build_moderation(policy, self.database)
         self.followers = build_followers(policy, self.store, self.database)
+        # The review queue and console (admin listener) and appeals (proxy listener); its settings
+        # (lease, webhook) are read at start: changing them needs a restart, like database:.
+        self.review: ReviewRuntime | None = ReviewRuntime(
+            self.database, policy.review, upstream_url=lambda: self.policy.upstream.url, authn=lambda: self.authn,
+            clock=self.clock) if self._uses_database() else None
         self._flusher: asyncio.Task[None] | None = None
+        # Set by the server on SIGTERM: /readyz turns false before the proxy stops accepting.
+        self.draining = False
         self._consumer: asyncio.Task[None] | None = None
         self.limiter = build_limiter(policy)
         self.captcha_metrics = CaptchaMetrics(self.metrics.registry)
@@ -143,6 +152,8 @@ class Gateway:
             self.authn is not None) else {}
         self.challenge_page = ChallengePage(policy.prefix)
         self.internal.update(CaptchaEndpoints(self.captcha, self.challenge_page).routes())
+        if self.review is not None:
+            self.internal.update(AppealEndpoint(self.review, self.store, lambda: self.authn, policy.prefix).routes())
         self.trusted = TrustedProxies(policy.trusted_proxies)
         hosts = policy.request.allowed_hosts
         self.allowed_hosts: tuple[str, ...] | None = tuple(h.lower() for h in hosts) if hosts else None
@@ -417,6 +428,8 @@ class Gateway:
         for task in (self._flusher, self._consumer):
             if task is not None:
                 task.cancel()
+        if self.review is not None:
+            await self.review.aclose()  # in-flight webhook deliveries finish (or dead-letter)
         if self.followers is not None:
             try:
                 await self.followers.actions.flush(self.clock.now(), force=True)

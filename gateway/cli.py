@@ -28,6 +28,8 @@ from policies.loader import PolicyError, load_policy, with_overrides
 from policies.model import Policy
 from policies.tools_cli import register as register_policy_tools
 from policies.tools_cli import run as run_policy_tools
+from review.cli import register as register_review
+from review.cli import run as run_review
 
 __all__ = ["main"]
 
@@ -49,6 +51,19 @@ def _int_env(name: str, default: int) -> int:
         raise ConfigError(f"TSGATE_{name}: {value!r} is not a number") from None
 
 
+def _seconds_env(name: str, default: float) -> float:
+    value = _env(name)
+    if value is None:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ConfigError(f"TSGATE_{name}: {value!r} is not a number of seconds") from None
+    if seconds < 0:
+        raise ConfigError(f"TSGATE_{name}: {value!r} is negative")
+    return seconds
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tsgate", description="Security and trust-and-safety gateway.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -61,6 +76,22 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int, default=None, help="proxy port (env TSGATE_PORT, default 8080)")
     run.add_argument("--admin-host", default=_env("ADMIN_HOST", "127.0.0.1"), help="admin listen address")
     run.add_argument("--admin-port", type=int, default=None, help="admin port (env TSGATE_ADMIN_PORT, default 9090)")
+    run.add_argument("--header-timeout", type=float, default=None,
+                     help="seconds for a complete request head, else 408 (env TSGATE_HEADER_TIMEOUT, default 10; "
+                          "0 turns it off)")
+    run.add_argument("--body-timeout", type=float, default=None,
+                     help="longest pause between request body reads, then close (env TSGATE_BODY_TIMEOUT, "
+                          "default 30; 0 turns it off)")
+    run.add_argument("--keepalive-timeout", type=float, default=None,
+                     help="idle seconds between requests (env TSGATE_KEEPALIVE_TIMEOUT, default 15)")
+    run.add_argument("--max-connections", type=int, default=None,
+                     help="open proxy connections per worker, past it 503 (env TSGATE_MAX_CONNECTIONS, default none)")
+    run.add_argument("--drain-delay", type=float, default=None,
+                     help="seconds from SIGTERM (readiness false) to closing the listener (env TSGATE_DRAIN_DELAY, "
+                          "default 0)")
+    run.add_argument("--drain-timeout", type=float, default=None,
+                     help="seconds in-flight requests get after the listener closes (env TSGATE_DRAIN_TIMEOUT, "
+                          "default 20)")
 
     demo = sub.add_parser("demo", help="run the demo backend with the gateway in front of it")
     demo.add_argument("--port", type=int, default=8080)
@@ -107,6 +138,7 @@ def _parser() -> argparse.ArgumentParser:
     register_policy_tools(psub)
     register_moderation(sub)
     register_followers(sub)
+    register_review(sub)
     return parser
 
 
@@ -134,8 +166,30 @@ def _cmd_run(args: argparse.Namespace) -> int:
         workers=workers,
         admin_token=admin_token_from_env(),
         overrides=overrides,
+        **_slow_client_options(args),
     )
     return serve(loaded, opts)
+
+
+def _slow_client_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Timeouts, the connection cap and draining: flag, else TSGATE_* env, else the default."""
+    def seconds(flag: float | None, name: str, default: float) -> float:
+        if flag is not None and flag < 0:
+            raise ConfigError(f"--{name.lower().replace('_', '-')} must not be negative")
+        return flag if flag is not None else _seconds_env(name, default)
+
+    max_connections = args.max_connections if args.max_connections is not None else (
+        _int_env("MAX_CONNECTIONS", 0) or None)
+    if max_connections is not None and max_connections < 1:
+        raise ConfigError("--max-connections must be at least 1")
+    return {
+        "header_timeout": seconds(args.header_timeout, "HEADER_TIMEOUT", 10.0),
+        "body_timeout": seconds(args.body_timeout, "BODY_TIMEOUT", 30.0),
+        "keepalive_timeout": seconds(args.keepalive_timeout, "KEEPALIVE_TIMEOUT", 15.0),
+        "max_connections": max_connections,
+        "drain_delay": seconds(args.drain_delay, "DRAIN_DELAY", 0.0),
+        "drain_timeout": seconds(args.drain_timeout, "DRAIN_TIMEOUT", 20.0),
+    }
 
 
 def _wait_http(url: str, seconds: float) -> bool:
@@ -332,6 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_moderation(args)
         if args.command == "followers":
             return run_followers(args)
+        if args.command == "review":
+            return run_review(args)
         return _cmd_policy(args)
     except PolicyError as exc:
         print(f"tsgate: invalid policy {exc.source}:", file=sys.stderr)

@@ -1,7 +1,10 @@
 """Running tsgate: the proxy and admin listeners (uvicorn, uvloop + httptools, pinned), signals,
 and ``--workers N`` processes sharing the listening sockets.
 
-Signals: SIGTERM/SIGINT stop accepting and drain; SIGHUP reloads the policy file (an invalid
+Signals: SIGTERM/SIGINT drain: /readyz turns false at once, the proxy stops accepting after
+``drain_delay`` (time for load balancers to notice), in-flight requests get ``drain_timeout`` to
+finish, then the admin listener stops and logs are flushed; a second SIGTERM skips the wait.
+SIGHUP reloads the policy file (an invalid
 file keeps the running policy). With N workers the parent forwards signals to every worker, and
 a reload through the admin API of one worker is broadcast to the others the same way."""
 
@@ -14,6 +17,7 @@ import signal
 import socket
 import sys
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 import httptools
@@ -34,6 +38,11 @@ log = logging.getLogger("tsgate")
 # httptools (llhttp) puts no limit on the request line or header block; uvicorn keeps appending.
 # A client streaming an endless header would grow memory without bound (SECURITY.md class 6).
 MAX_HEAD_BYTES = 64 * 1024
+# Slowloris: a client that opens connections and sends its head a byte at a time holds a
+# connection per request for as long as it likes; uvicorn has no deadline before the first request.
+HEADER_TIMEOUT = 10.0
+# The same for a body trickled a byte at a time: the longest pause between two body reads.
+BODY_TIMEOUT = 30.0
 
 
 class _CorkedTransport:
@@ -79,19 +88,81 @@ class _CorkedTransport:
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a hard cap on request line + headers (past it, 431),
-    and coalesced writes (see _CorkedTransport)."""
+    """uvicorn's httptools protocol with a hard cap on request line + headers (past it, 431), a
+    deadline for each complete head from the connection or the message's first byte (past it,
+    408 and close), a cap on open connections (past it, 503 at accept), and coalesced writes
+    (see _CorkedTransport). A body that pauses longer than ``body_timeout`` between reads (while
+    tsgate is ready to read) ends the connection: the request is logged as a client disconnect.
+    ``configured`` makes a subclass with a server's settings."""
 
     max_head_bytes = MAX_HEAD_BYTES
+    header_timeout = HEADER_TIMEOUT
+    body_timeout = BODY_TIMEOUT
+    max_connections: int | None = None
     _in_head = False  # a message has begun and its headers are not complete yet
     _head_bytes = 0
     _discarding = False
+    _head_timer: asyncio.TimerHandle | None = None
+    _body_timer: asyncio.TimerHandle | None = None
+    _head_started = 0.0
+    _in_body = False  # headers complete, the message (its body) not yet
+    _body_last = 0.0
+
+    @classmethod
+    def configured(cls, *, header_timeout: float, max_connections: int | None,
+                   body_timeout: float = BODY_TIMEOUT) -> type[BoundedHttpToolsProtocol]:
+        return type("BoundedHttpToolsProtocol", (cls,), {
+            "header_timeout": header_timeout, "max_connections": max_connections, "body_timeout": body_timeout})
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.transport = _CorkedTransport(transport, self.loop)  # type: ignore[assignment]
+        if self.max_connections is not None and len(self.connections) > self.max_connections:
+            self._refuse(503, "server.busy", "Too many open connections; retry shortly.")
+            return
+        # The first request's deadline runs from the connection: one that never sends is cut off too.
+        self._head_started = self.loop.time()
+        if self.header_timeout > 0:
+            self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timers()
+        super().connection_lost(exc)
+
+    # Timers are armed lazily, at the end of data_received, only while a head or body is actually
+    # incomplete: a request that arrives whole in one read costs no timer at all.
+    def _cancel_timers(self) -> None:
+        for timer in (self._head_timer, self._body_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._body_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._head_bytes or self._in_head:
+            self._refuse(408, "request.header_timeout", "The request head was not complete in time.")
+        elif not self.transport.is_closing():  # nothing sent at all: nobody to answer
+            self.transport.close()
+
+    def _body_timed_out(self) -> None:
+        self._body_timer = None
+        if not self._in_body:
+            return
+        idle = self.loop.time() - self._body_last
+        # Not the client's fault: tsgate is not reading (a slow upstream paused reading) or has
+        # not asked for the body yet (Expect: 100-continue not answered). The clock restarts.
+        if (self.flow is not None and self.flow.read_paused) or self.expect_100_continue:
+            self._body_last, idle = self.loop.time(), 0.0
+        if idle < self.body_timeout:
+            self._body_timer = self.loop.call_later(self.body_timeout - idle, self._body_timed_out)
+            return
+        log.info("closing a connection whose request body stalled for %.0fs", self.body_timeout)
+        if not self.transport.is_closing():
+            self.transport.close()  # the app sees http.disconnect; nothing can be answered mid-body
 
     def handle_websocket_upgrade(self) -> None:
+        self._cancel_timers()
+        self._in_body = False
         corked = self.transport
         if isinstance(corked, _CorkedTransport):
             corked.flush()
@@ -101,11 +172,25 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         self._in_head = True
         self._head_bytes = 0
+        if self._head_timer is None:  # later messages: from their first byte
+            self._head_started = self.loop.time()
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._head_bytes = 0
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        self._in_body = True
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+        super().on_message_complete()
 
     def data_received(self, data: bytes) -> None:
         if self._discarding:
@@ -128,6 +213,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._head_bytes += len(data)
             if self._head_bytes > self.max_head_bytes:
                 self._refuse(431, "request.headers_too_large", "The request head is too large.")
+            elif self._head_timer is None and self.header_timeout > 0:
+                remaining = self.header_timeout - (self.loop.time() - self._head_started)
+                self._head_timer = self.loop.call_later(max(remaining, 0.0), self._head_timed_out)
+        elif self._in_body:
+            self._body_last = self.loop.time()
+            if self._body_timer is None and self.body_timeout > 0:
+                self._body_timer = self.loop.call_later(self.body_timeout, self._body_timed_out)
 
     def _refuse(self, status: int, reason: str, detail: str) -> None:
         """A problem+json answer for requests the parser rejects, then close (framing is lost)."""
@@ -135,12 +227,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
         decision_id = new_decision_id()
         body = problem_body(status, reason, decision_id, detail)
-        phrase = b"Request Header Fields Too Large" if status == 431 else b"Bad Request"
+        phrase = HTTPStatus(status).phrase.encode()
         head = (
             b"HTTP/1.1 %d %s\r\ncontent-type: application/problem+json\r\ncontent-length: %d\r\n"
             b"tsgate-decision: %s\r\nconnection: close\r\n\r\n"
             % (status, phrase, len(body), decision_id.encode())
         )
+        self._cancel_timers()
         transport = self.transport
         if transport is None or transport.is_closing():
             return
@@ -165,6 +258,12 @@ class ServeOptions:
     workers: int = 1
     admin_token: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    header_timeout: float = HEADER_TIMEOUT  # seconds for a complete request head (0: none)
+    body_timeout: float = BODY_TIMEOUT  # longest pause between two reads of a request body (0: none)
+    keepalive_timeout: float = 15.0  # idle seconds between requests on one connection
+    max_connections: int | None = None  # open proxy connections per worker; past it 503 at accept
+    drain_delay: float = 0.0  # seconds between SIGTERM (readiness false) and closing the listener
+    drain_timeout: float = 20.0  # seconds in-flight requests get to finish after the listener closes
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -177,7 +276,7 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _uvicorn_config(app: Any, *, http: Any) -> uvicorn.Config:
+def _uvicorn_config(app: Any, *, http: Any, keepalive: float = 15.0, graceful: float = 20.0) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         loop="uvloop",
@@ -188,8 +287,8 @@ def _uvicorn_config(app: Any, *, http: Any) -> uvicorn.Config:
         proxy_headers=False,  # never let uvicorn rewrite the client address from X-Forwarded-For
         server_header=False,
         log_config=None,
-        timeout_keep_alive=15,
-        timeout_graceful_shutdown=20,
+        timeout_keep_alive=keepalive,  # type: ignore[arg-type]  # uvicorn annotates int, uses call_later
+        timeout_graceful_shutdown=graceful,  # type: ignore[arg-type]
         ws_max_size=1 << 20,
     )
 
@@ -203,13 +302,34 @@ async def _serve_worker(loaded: LoadedPolicy, opts: ServeOptions, proxy_sock: so
     if parent_pid is not None:
         # A reload through this worker's admin API must reach every worker: ask the parent.
         admin.state.on_reload = lambda: os.kill(parent_pid, signal.SIGHUP)
-    proxy_server = uvicorn.Server(_uvicorn_config(proxy, http=BoundedHttpToolsProtocol))
-    admin_server = uvicorn.Server(_uvicorn_config(admin, http="httptools"))
+    protocol = BoundedHttpToolsProtocol.configured(header_timeout=opts.header_timeout,
+                                                   max_connections=opts.max_connections,
+                                                   body_timeout=opts.body_timeout)
+    proxy_server = uvicorn.Server(_uvicorn_config(proxy, http=protocol, keepalive=opts.keepalive_timeout,
+                                                  graceful=opts.drain_timeout))
+    admin_server = uvicorn.Server(_uvicorn_config(admin, http="httptools", graceful=opts.drain_timeout))
     loop = asyncio.get_running_loop()
 
-    def stop() -> None:
+    def close_proxy() -> None:
         proxy_server.should_exit = True
-        admin_server.should_exit = True
+
+    def stop() -> None:
+        if gateway.draining:  # a second signal: stop waiting for in-flight requests
+            proxy_server.force_exit = True
+            admin_server.force_exit = True
+            return
+        gateway.draining = True  # /readyz answers 503 from now on
+        log.info("draining: readiness is false; the proxy stops accepting in %.1fs", opts.drain_delay)
+        if opts.drain_delay > 0:
+            loop.call_later(opts.drain_delay, close_proxy)
+        else:
+            close_proxy()
+
+    async def run_proxy() -> None:
+        try:
+            await proxy_server._serve(sockets=[proxy_sock])
+        finally:  # the admin listener answers /readyz (false) until the proxy has drained
+            admin_server.should_exit = True
 
     loop.add_signal_handler(signal.SIGTERM, stop)
     loop.add_signal_handler(signal.SIGINT, stop)
@@ -217,7 +337,7 @@ async def _serve_worker(loaded: LoadedPolicy, opts: ServeOptions, proxy_sock: so
     if _early_reload:
         gateway.reload(actor="sighup")
     try:
-        await asyncio.gather(proxy_server._serve(sockets=[proxy_sock]), admin_server._serve(sockets=[admin_sock]))
+        await asyncio.gather(run_proxy(), admin_server._serve(sockets=[admin_sock]))
     finally:
         await gateway.aclose()
 
@@ -276,8 +396,11 @@ def _supervise(loaded: LoadedPolicy, opts: ServeOptions, proxy_sock: socket.sock
 
     def forward(sig: int, _frame: Any) -> None:
         nonlocal stopping
-        if sig in (signal.SIGTERM, signal.SIGINT):
+        if sig in (signal.SIGTERM, signal.SIGINT) and not stopping:
             stopping = True
+            # The workers close their copies as they drain; ours would keep the socket listening
+            # (connections queued in the backlog and never served) until the last worker exits.
+            proxy_sock.close()
         for pid in list(children):
             try:
                 os.kill(pid, sig)

@@ -500,6 +500,33 @@ class RouteModeration(Strict):
     on_body_error: Literal["reject", "pass"] | None = None
 
 
+class ReviewWebhook(Strict):
+    """Where remove and ban decisions are announced to the backend (HMAC-SHA256 signed JSON)."""
+
+    url: str = Field(description="http(s) URL the backend listens on for moderation events.")
+    secret_env: str = Field(description="Environment variable holding the HMAC-SHA256 signing secret.")
+    attempts: int = Field(4, ge=1, le=10, description="Deliveries tried before the event is dead-lettered.")
+    backoff: Duration = Field(1.0, description="First retry delay; doubled after each failure.")
+    timeout: Duration = Field(5.0, description="Bound on one delivery.")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return value
+
+
+class ReviewConfig(Strict):
+    """The review queue and moderator console (on the admin listener)."""
+
+    lease: Duration = Field(600.0, description="How long a claimed item stays with its moderator.")
+    webhook: ReviewWebhook | None = Field(None, description="Outgoing webhook for remove and ban decisions.")
+    appeal_limit: int = Field(5, ge=1, description="Appeals per principal (and per IP) per appeal_window.")
+    appeal_window: Duration = Field(3600.0, description="The appeal rate-limit window.")
+
+
 class FollowersConfig(Strict):
     """Fake-follower detection: what to do with what the detectors find (routes opt in with `follow:`)."""
 
@@ -601,6 +628,8 @@ class Policy(Strict):
                                            description="Content moderation defaults (routes opt in).")
     captcha: CaptchaConfig = Field(default_factory=lambda: CaptchaConfig(),
                                    description="Proof-of-work challenges, clearances and the escalation ladder.")
+    review: ReviewConfig = Field(default_factory=lambda: ReviewConfig(),
+                                 description="Review queue: lease time, outgoing webhook, appeal limits.")
     routes: list[Rule] = Field(default_factory=list, description="Rules; the first match in file order wins.")
     log: LogConfig = Field(default_factory=lambda: LogConfig(), description="Decision logging.")
 

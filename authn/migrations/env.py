@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import moderation.records  # noqa: F401 - registers review_items on the same metadata (migration 0002)
+import review.models  # noqa: F401 - review decisions, audit, webhooks (migration 0003)
 from authn.models import Base
 
 config = context.config

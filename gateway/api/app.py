@@ -23,6 +23,7 @@ from gateway.app import Gateway, PolicyVersion
 from gateway.core.ids import new_decision_id
 from gateway.core.problem import problem_body
 from policies.loader import PolicyError, load_policy_text
+from review.api import install as install_review
 
 __all__ = ["create_admin_app"]
 
@@ -84,8 +85,9 @@ def create_admin_app(gateway: Gateway, token: str | None) -> FastAPI:
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
         checks = await gateway.ready()
-        ready = all(checks.values())
-        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+        ready = all(checks.values()) and not gateway.draining
+        return JSONResponse({"ready": ready, "draining": gateway.draining, "checks": checks},
+                            status_code=200 if ready else 503)
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -200,6 +202,8 @@ def create_admin_app(gateway: Gateway, token: str | None) -> FastAPI:
         if change.status != "active":
             revoked = await authn.sessions.revoke_account(record.id, f"account {change.status}")
         return JSONResponse({"id": record.id, "status": change.status, "sessions_revoked": revoked})
+
+    install_review(app, gateway, token)  # /review/* (moderator API)
 
     def _authn() -> AuthnRuntime:
         if gateway.authn is None:

@@ -17,6 +17,7 @@ from gateway.core.context import RequestContext
 from gateway.core.decisions import Allow
 from gateway.core.ids import new_decision_id
 from gateway.core.paths import PathRefusal
+from gateway.proxy.decide import DecisionApi, Refused
 from gateway.proxy.forward import BodyPlan, ClientDisconnected, build_head, forward
 from gateway.proxy.headers import Inbound, read_inbound
 from gateway.proxy.responses import decision_response, send_problem
@@ -49,6 +50,7 @@ class _Refusal(Exception):
 class ProxyApp:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
+        self.decide = DecisionApi(gateway, self._intake_value)  # {prefix}decide/...: see decide.py
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -121,6 +123,13 @@ class ProxyApp:
         )
         return ctx, inbound, canonical.forwarded
 
+    def _intake_value(self, scope: Scope, decision_id: str) -> tuple[RequestContext, Inbound, bytes] | Refused:
+        """The intake for the decision API, which rebuilds the original request as a scope."""
+        try:
+            return self._intake(scope, decision_id)
+        except _Refusal as refusal:
+            return Refused(refusal.status, refusal.reason, refusal.detail)
+
     def _forward_extra(self, ctx: RequestContext, inbound: Inbound, peer_trusted: bool) -> list[tuple[bytes, bytes]]:
         proto = _PROTOS.get(inbound.forwarded_proto.strip().lower(), b"") if (
             peer_trusted and inbound.forwarded_proto) else b""
@@ -136,6 +145,9 @@ class ProxyApp:
 
     # -- HTTP -------------------------------------------------------------------------------------
     async def handle_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.decide.claims(scope):
+            await self.decide.handle(scope, receive, send)
+            return
         gw = self.gateway
         started = time.perf_counter()
         decision_id = new_decision_id()

@@ -120,7 +120,7 @@ async def test_migrate_is_idempotent(db: Database, accounts: AccountStore) -> No
     await db.migrate()
     assert await accounts.count() == 0
     async with db.transaction() as session:
-        assert (await session.execute(text("SELECT version_num FROM alembic_version"))).scalar_one() == "0002"
+        assert (await session.execute(text("SELECT version_num FROM alembic_version"))).scalar_one() == "0003"
 
 
 async def test_concurrent_migrations_are_serialized(backend: Backend) -> None:

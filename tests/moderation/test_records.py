@@ -83,7 +83,7 @@ async def test_migration_creates_the_review_table(db: Database) -> None:
     """Migrations reach 0002; running them again changes nothing."""
     await db.migrate()
     async with db.transaction() as session:
-        assert (await session.execute(text("SELECT version_num FROM alembic_version"))).scalar_one() == "0002"
+        assert (await session.execute(text("SELECT version_num FROM alembic_version"))).scalar_one() == "0003"
         assert (await session.execute(text("SELECT count(*) FROM review_items"))).scalar_one() == 0
 
 
