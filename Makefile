@@ -33,5 +33,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check gateway authn ratelimit moderation captcha followers review policies tests bench
 	$(BIN)/mypy
 
+soak: $(STAMP)
+	bash scripts/bench-deps.sh
+	$(BIN)/python bench/soak.py $(SOAK_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
