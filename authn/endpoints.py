@@ -14,7 +14,6 @@ which is what keeps the refresh cookie from being usable by other sites."""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import unicodedata
@@ -26,7 +25,7 @@ from authn.errors import AccountExistsError, HasherBusyError
 from authn.passwords import PasswordProblem, normalize_login
 from authn.runtime import INVALID, AuthnRuntime, AuthResult
 from authn.sessions import TokenPair
-from gateway.core.asgi import BodyTooLarge, ClientGone, Receive, Send, read_body, send_json, send_problem
+from gateway.core.asgi import EndpointProblem, Receive, Send, endpoint, read_json_object, send_json
 from gateway.core.context import RequestContext
 from gateway.core.decisions import Allow, Challenge, Deny
 from gateway.core.pipeline import ChallengeResolver
@@ -42,14 +41,6 @@ EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,189}\.[^@\s]{2,63}$")
 MAX_BODY = 16 * 1024
 REGISTRATIONS_PER_IP_HOUR = 20
 INVALID_CREDENTIALS = "The login or the password is not right."
-
-
-class _Problem(Exception):
-    """Control flow inside this module only: answer with a problem and stop."""
-
-    def __init__(self, status: int, reason: str, detail: str, headers: tuple[tuple[str, str], ...] = (),
-                 **extra: Any) -> None:
-        self.status, self.reason, self.detail, self.headers, self.extra = status, reason, detail, headers, extra
 
 
 def _header(ctx: RequestContext, name: bytes) -> str | None:
@@ -86,49 +77,26 @@ class AuthEndpoints:
             "/.well-known/jwks.json": self._wrap(self.jwks, "GET"),
         }
 
-    def _wrap(self, handler: Callable[[RequestContext, Receive, Send], Awaitable[int]], method: str) -> Handler:
-        async def run(ctx: RequestContext, receive: Receive, send: Send) -> int:
-            if ctx.method != method and not (method == "GET" and ctx.method == "HEAD"):
-                await send_problem(send, 405, "request.method_not_allowed", ctx.decision_id,
-                                   f"Use {method}.", (("Allow", method),))
-                return 405
+    @staticmethod
+    def _wrap(handler: Handler, method: str) -> Handler:
+        async def busy_is_503(ctx: RequestContext, receive: Receive, send: Send) -> int:
             try:
                 return await handler(ctx, receive, send)
-            except _Problem as problem:
-                await send_problem(send, problem.status, problem.reason, ctx.decision_id, problem.detail,
-                                   problem.headers, **problem.extra)
-                return problem.status
             except HasherBusyError:
-                await send_problem(send, 503, "auth.busy", ctx.decision_id, "Too many sign-ins at once; retry.",
-                                   (("Retry-After", "1"),))
-                return 503
+                raise EndpointProblem(503, "auth.busy", "Too many sign-ins at once; retry.",
+                                      (("Retry-After", "1"),)) from None
 
-        return run
+        return endpoint(busy_is_503, method)
 
     # -- helpers --------------------------------------------------------------------------------
     async def _json(self, ctx: RequestContext, receive: Receive) -> dict[str, Any]:
-        content_type = (_header(ctx, b"content-type") or "").split(";")[0].strip().lower()
-        if content_type != "application/json":
-            raise _Problem(415, "request.unsupported_media_type", "Send Content-Type: application/json.")
-        try:
-            raw = await read_body(receive, MAX_BODY)
-        except BodyTooLarge:
-            raise _Problem(413, "request.body_too_large", f"The body exceeds {MAX_BODY} bytes.") from None
-        except ClientGone:
-            raise _Problem(400, "request.incomplete", "The request body did not arrive.") from None
-        try:
-            data = json.loads(raw or b"{}")
-        except (ValueError, RecursionError):
-            raise _Problem(400, "request.bad_json", "The body is not valid JSON.") from None
-        if not isinstance(data, dict):
-            raise _Problem(400, "request.bad_json", "The body must be a JSON object.")
-        return data
+        return await read_json_object(ctx, receive, MAX_BODY)
 
     @staticmethod
     def _text(data: dict[str, Any], field: str, max_len: int) -> str:
         value = data.get(field)
         if not isinstance(value, str) or not value or len(value) > max_len:
-            raise _Problem(422, "request.invalid_field", f"'{field}' must be a non-empty string of at most "
+            raise EndpointProblem(422, "request.invalid_field", f"'{field}' must be a non-empty string of at most "
                            f"{max_len} characters.", field=field)
         return value
 
@@ -152,9 +120,10 @@ class AuthEndpoints:
     async def _bearer(self, ctx: RequestContext) -> AuthResult:
         result = await self.runtime.authenticate(ctx)
         if result.error == "unavailable":
-            raise _Problem(503, "auth.unavailable", "Sign-in cannot be checked right now.", (("Retry-After", "5"),))
+            raise EndpointProblem(503, "auth.unavailable", "Sign-in cannot be checked right now.",
+                                  (("Retry-After", "5"),))
         if result.principal is None or result.principal.kind != "user":
-            raise _Problem(401, "auth.invalid_token", "A valid access token is required.",
+            raise EndpointProblem(401, "auth.invalid_token", "A valid access token is required.",
                            (("WWW-Authenticate", 'Bearer realm="tsgate", error="invalid_token"'),))
         return result
 
@@ -167,26 +136,26 @@ class AuthEndpoints:
     async def register(self, ctx: RequestContext, receive: Receive, send: Send) -> int:
         rt = self.runtime
         if not rt.settings.registration:
-            raise _Problem(403, "auth.registration_closed", "Registration is closed.")
+            raise EndpointProblem(403, "auth.registration_closed", "Registration is closed.")
         data = await self._json(ctx, receive)
         username = unicodedata.normalize("NFKC", self._text(data, "username", 64))
         email = unicodedata.normalize("NFKC", self._text(data, "email", 254)).strip()
         password = self._text(data, "password", 4096)
         if not USERNAME.match(username):
-            raise _Problem(422, "auth.bad_username", "Usernames are 3-32 letters, digits, '_', '.', '-'.")
+            raise EndpointProblem(422, "auth.bad_username", "Usernames are 3-32 letters, digits, '_', '.', '-'.")
         if not EMAIL.match(email):
-            raise _Problem(422, "auth.bad_email", "That does not look like an email address.")
+            raise EndpointProblem(422, "auth.bad_email", "That does not look like an email address.")
         if await rt.store.incr(store_key("register", ctx.client_ip), ttl=3600) > REGISTRATIONS_PER_IP_HOUR:
-            raise _Problem(429, "auth.too_many_registrations", "Too many accounts from this address.",
+            raise EndpointProblem(429, "auth.too_many_registrations", "Too many accounts from this address.",
                            (("Retry-After", "3600"),))
         checked = rt.password_policy.check(password, username=username, email=email)
         if isinstance(checked, PasswordProblem):
-            raise _Problem(422, checked.reason, checked.detail)
+            raise EndpointProblem(422, checked.reason, checked.detail)
         password_hash = await rt.hasher.hash(checked)
         try:
             account = await rt.accounts.create(username, email, password_hash)
         except AccountExistsError:
-            raise _Problem(409, "auth.account_exists", "That username or email is already registered.") from None
+            raise EndpointProblem(409, "auth.account_exists", "That username or email is already registered.") from None
         await send_json(send, 201, self._account_body(account), ctx.decision_id)
         return 201
 
@@ -200,7 +169,7 @@ class AuthEndpoints:
         for signal in verdict.signals:
             ctx.add_signal(signal)
         if verdict.kind in ("locked", "ip_blocked"):
-            raise _Problem(429, "auth.locked", "Too many failed sign-ins; try again later.",
+            raise EndpointProblem(429, "auth.locked", "Too many failed sign-ins; try again later.",
                            (("Retry-After", str(verdict.retry_after)),))
         if verdict.kind == "challenge":
             await self._challenge(ctx)
@@ -213,7 +182,7 @@ class AuthEndpoints:
             ok = ok and account.status == "active"  # same answer, after the same work, when suspended
         if not ok or account is None:
             await rt.abuse.record_failure(login_key, ctx.client_ip)
-            raise _Problem(401, "auth.invalid_credentials", INVALID_CREDENTIALS)
+            raise EndpointProblem(401, "auth.invalid_credentials", INVALID_CREDENTIALS)
         if rehash:  # parameters changed since this hash was made: upgrade it in place
             await rt.accounts.set_password_hash(account.id, await rt.hasher.hash(password))
         await rt.abuse.record_success(login_key)
@@ -229,15 +198,15 @@ class AuthEndpoints:
         if isinstance(decision, Allow):
             return
         if isinstance(decision, Deny):
-            raise _Problem(decision.status, decision.reason, decision.detail, decision.headers)
+            raise EndpointProblem(decision.status, decision.reason, decision.detail, decision.headers)
         if isinstance(decision, Challenge):
             url = (self.resolver.challenge_url(ctx, decision) if self.resolver is not None
                    else f"{self.prefix}captcha/challenge")
-            raise _Problem(403, decision.reason, decision.detail,
+            raise EndpointProblem(403, decision.reason, decision.detail,
                            (("Tsgate-Mitigated", "challenge"), *decision.headers),
                            challenge={"kind": decision.challenge, "level": decision.level, "url": url,
                                       "verify_url": f"{self.prefix}captcha/verify"})
-        raise _Problem(202, decision.reason, decision.detail, (("Tsgate-Mitigated", "hold"), *decision.headers),
+        raise EndpointProblem(202, decision.reason, decision.detail, (("Tsgate-Mitigated", "hold"), *decision.headers),
                        queue=decision.queue)
 
     async def refresh(self, ctx: RequestContext, receive: Receive, send: Send) -> int:
@@ -248,7 +217,7 @@ class AuthEndpoints:
             token = ""
         pair = await rt.sessions.refresh(token) if token else None
         if pair is None:
-            raise _Problem(401, "auth.invalid_token", "The refresh token is not valid.",
+            raise EndpointProblem(401, "auth.invalid_token", "The refresh token is not valid.",
                            (("WWW-Authenticate", 'Bearer realm="tsgate", error="invalid_token"'),
                             *self._clear_cookie()))
         await send_json(send, 200, pair.body(), ctx.decision_id, self._token_response_headers(pair))
@@ -260,9 +229,9 @@ class AuthEndpoints:
         claims = await self.runtime.verify_access(token.strip()) if scheme.lower() == "bearer" else INVALID
         if isinstance(claims, AuthResult):
             if claims.error == "unavailable":
-                raise _Problem(503, "auth.unavailable", "Sign-in cannot be checked right now.",
+                raise EndpointProblem(503, "auth.unavailable", "Sign-in cannot be checked right now.",
                                (("Retry-After", "5"),))
-            raise _Problem(401, "auth.invalid_token", "A valid access token is required.",
+            raise EndpointProblem(401, "auth.invalid_token", "A valid access token is required.",
                            (("WWW-Authenticate", 'Bearer realm="tsgate", error="invalid_token"'),))
         rt = self.runtime
         everywhere = b"all=true" in ctx.query.split(b"&") or b"all=1" in ctx.query.split(b"&")
@@ -275,7 +244,7 @@ class AuthEndpoints:
         assert result.principal is not None
         account = await self.runtime.accounts.by_id(result.principal.id)
         if account is None:
-            raise _Problem(401, "auth.invalid_token", "A valid access token is required.")
+            raise EndpointProblem(401, "auth.invalid_token", "A valid access token is required.")
         await send_json(send, 200, self._account_body(account), ctx.decision_id)
         return 200
 

@@ -10,13 +10,12 @@ again returns the same item (the queue is unique per kind and decision id)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from authn.runtime import AuthnRuntime
-from gateway.core.asgi import BodyTooLarge, ClientGone, Receive, Send, read_body, send_json, send_problem
+from gateway.core.asgi import EndpointProblem, Receive, Send, read_json_object, send_json, send_problem
 from gateway.core.context import RequestContext
 from gateway.core.errors import StoreError
 from gateway.core.state import StateStore, store_key
@@ -30,12 +29,6 @@ MAX_BODY = 8 * 1024
 MAX_MESSAGE = 2000
 
 Handler = Callable[[RequestContext, Receive, Send], Awaitable[int]]
-
-
-class _Refused(Exception):
-    def __init__(self, status: int, reason: str, detail: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
-        super().__init__(detail)
-        self.status, self.reason, self.detail, self.headers = status, reason, detail, headers
 
 
 class AppealEndpoint:
@@ -53,9 +46,9 @@ class AppealEndpoint:
     async def handle(self, ctx: RequestContext, receive: Receive, send: Send) -> int:
         try:
             if ctx.method != "POST":
-                raise _Refused(405, "request.method_not_allowed", "Use POST.", (("Allow", "POST"),))
+                raise EndpointProblem(405, "request.method_not_allowed", "Use POST.", (("Allow", "POST"),))
             status, body = await self._appeal(ctx, receive)
-        except _Refused as refused:
+        except EndpointProblem as refused:
             await send_problem(send, refused.status, refused.reason, ctx.decision_id, refused.detail, refused.headers)
             return refused.status
         except (StoreError, ReviewQueueError):
@@ -69,20 +62,20 @@ class AppealEndpoint:
         data = await self._json(ctx, receive)
         decision_id, message = data.get("decision_id"), data.get("message")
         if not isinstance(decision_id, str) or not 1 <= len(decision_id) <= 64:
-            raise _Refused(422, "request.invalid_field", "'decision_id' must be the id from the answer you got.",
+            raise EndpointProblem(422, "request.invalid_field", "'decision_id' must be the id from the answer you got.",
                            )
         if not isinstance(message, str) or not 1 <= len(message) <= MAX_MESSAGE:
-            raise _Refused(422, "request.invalid_field", f"'message' must be 1-{MAX_MESSAGE} characters.")
+            raise EndpointProblem(422, "request.invalid_field", f"'message' must be 1-{MAX_MESSAGE} characters.")
         principal = await self._principal(ctx)
         settings = self.review.settings
         for key in {store_key("appeal", principal), store_key("appeal", f"ip:{ctx.client_ip}")}:
             if await self.store.incr(key, ttl=settings.appeal_window) > settings.appeal_limit:
-                raise _Refused(429, "appeal.rate_limited", "Too many appeals; try again later.",
+                raise EndpointProblem(429, "appeal.rate_limited", "Too many appeals; try again later.",
                                (("Retry-After", str(int(settings.appeal_window))),))
         original = await self.review.service.by_decision_id(decision_id)
         if original is None or (original.principal_kind != "anonymous" and not original.principal_id.startswith("ip:")
                                 and original.principal_id != principal):
-            raise _Refused(404, "appeal.unknown_decision", "No held or denied request has that decision id.")
+            raise EndpointProblem(404, "appeal.unknown_decision", "No held or denied request has that decision id.")
         item = NewReviewItem(
             kind="appeal", action="appeal", rule_id=original.rule_id, decision_id=original.decision_id,
             principal_id=original.principal_id, principal_kind=original.principal_kind,
@@ -100,24 +93,9 @@ class AppealEndpoint:
         if authn is not None and ctx.principal is None:
             result = await authn.authenticate(ctx)
             if result.presented and result.principal is None:
-                raise _Refused(401, "auth.invalid_token", "The credential is not valid.")
+                raise EndpointProblem(401, "auth.invalid_token", "The credential is not valid.")
             ctx.principal = result.principal
         return ctx.who().id
 
     async def _json(self, ctx: RequestContext, receive: Receive) -> dict[str, Any]:
-        content_type = (ctx.header(b"content-type") or b"").decode("latin-1").split(";")[0].strip().lower()
-        if content_type != "application/json":
-            raise _Refused(415, "request.unsupported_media_type", "Send Content-Type: application/json.")
-        try:
-            raw = await read_body(receive, MAX_BODY)
-        except BodyTooLarge:
-            raise _Refused(413, "request.body_too_large", f"The body exceeds {MAX_BODY} bytes.") from None
-        except ClientGone:
-            raise _Refused(400, "request.incomplete", "The request body did not arrive.") from None
-        try:
-            data = json.loads(raw or b"{}")
-        except (ValueError, RecursionError):
-            raise _Refused(400, "request.bad_json", "The body is not valid JSON.") from None
-        if not isinstance(data, dict):
-            raise _Refused(400, "request.bad_json", "The body must be a JSON object.")
-        return data
+        return await read_json_object(ctx, receive, MAX_BODY)
