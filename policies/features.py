@@ -283,15 +283,17 @@ def build_moderation(policy: Policy, database: Database | None, *, previous: Mod
             model = load_default_model() if source == "default" else load_model(source)
         except (OSError, ValueError, ModerationError) as exc:
             raise ConfigError(f"moderation.model: cannot load {source!r}: {exc}") from exc
+    queue = sink if sink is not None or previous is None else previous.queue
+    return ModerationRuntime(model, source, _review_sink(queue, database), settings)
+
+
+def _review_sink(sink: ReviewSink | None, database: Database | None) -> ReviewSink:
+    """Where review items go: the given sink (the sandbox's memory), else the database's queue."""
     if sink is not None:
-        queue: ReviewSink = sink
-    elif previous is not None:
-        queue = previous.queue
-    elif database is not None:
-        queue = ReviewQueue(database)
-    else:
+        return sink
+    if database is None:
         raise ValueError("a review sink or a database is needed")
-    return ModerationRuntime(model, source, queue, settings)
+    return ReviewQueue(database)
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,11 +334,8 @@ def build_followers(policy: Policy, store: StateStore, database: Database | None
     if previous is not None and previous.config == cfg:
         actions, labels = previous.actions, previous.labels  # keeps cohorts waiting to settle
     else:
-        if sink is None and database is None:
-            raise ValueError("a review sink or a database is needed")
-        queue: ReviewSink = sink if sink is not None else ReviewQueue(database)  # type: ignore[arg-type]
         labels = LabelStore(store, cfg.label)
-        actions = FollowActions(labels, ModerationQueueSink(queue), label_ttl_s=cfg.label_ttl,
+        actions = FollowActions(labels, ModerationQueueSink(_review_sink(sink, database)), label_ttl_s=cfg.label_ttl,
                                 shadow=cfg.mode == "shadow", review_targets=cfg.review_targets,
                                 review_cohorts=cfg.review_cohorts)
     return FollowersRuntime(engine, log, actions, labels, settings, routes, cfg,
