@@ -75,7 +75,13 @@ class SlidingCount:
     count is folded into an exponentially weighted baseline (``alpha`` per bucket), so each key
     is compared against its *own* history: a carrier-grade NAT prefix that always carries many
     accounts is not news; a fresh proxy subnet suddenly carrying fifty is. Members per bucket are
-    capped (``member_cap``): the count saturates instead of growing."""
+    capped (``member_cap``): the count saturates instead of growing.
+
+    The baseline update has bounded influence: a closed bucket counts for at most twice the
+    baseline it is compared against (``2 * max(baseline, floor)``), so a surge cannot teach the
+    key that surges are normal — a panel's proxy subnet stays surprising when the panel comes back
+    for its next order an hour later — while organic growth still moves the baseline (it can double
+    every bucket)."""
 
     __slots__ = ("baseline", "bucket_index", "buckets_seen", "current", "previous")
 
@@ -86,21 +92,22 @@ class SlidingCount:
         self.baseline = 0.0
         self.buckets_seen = 0
 
-    def add(self, member: str, bucket_index: int, alpha: float, member_cap: int) -> None:
+    def add(self, member: str, bucket_index: int, alpha: float, member_cap: int, floor: float = 0.0) -> None:
         if bucket_index != self.bucket_index:
-            self._roll(bucket_index, alpha)
+            self._roll(bucket_index, alpha, floor)
         if len(self.current) < member_cap:
             self.current.add(member)
 
-    def _roll(self, bucket_index: int, alpha: float) -> None:
+    def _roll(self, bucket_index: int, alpha: float, floor: float) -> None:
         gap = bucket_index - self.bucket_index
         if gap <= 0:  # an out-of-order event from an earlier bucket: count it in the current one
             return
         closed = len(self.current)
+        folded = min(closed, 2.0 * max(self.baseline, floor)) if floor > 0 else closed
         # A running mean until 1/alpha buckets were seen, then an EWMA (bias-corrected start: the
         # first buckets are not pulled towards an arbitrary initial value).
         self.buckets_seen += 1
-        self.baseline += max(alpha, 1.0 / self.buckets_seen) * (closed - self.baseline)
+        self.baseline += max(alpha, 1.0 / self.buckets_seen) * (folded - self.baseline)
         for _ in range(min(gap - 1, 64)):  # empty buckets in between (64: the baseline is ~gone by then)
             self.buckets_seen += 1
             self.baseline -= max(alpha, 1.0 / self.buckets_seen) * self.baseline

@@ -40,7 +40,7 @@ class TargetState:
     """Counters of one target (bounded by the detector's LRU)."""
 
     __slots__ = ("base_n", "base_s", "base_ss", "bucket", "cur_n", "cur_s", "cur_ss", "flag_until", "flagged",
-                 "member_floor", "prev_n", "prev_s", "suspects", "vol", "vol_ts")
+                 "member_floor", "prev_n", "prev_s", "since", "suspects", "vol", "vol_ts")
     # base_* and cur_ss are per scale: each window length has its own baseline, folded from that
     # scale's closed windows — the 10-minute test learns a new target in minutes, the 24-hour test
     # compares with whole days, and neither is tested before it has history (except the smallest,
@@ -59,6 +59,7 @@ class TargetState:
         self.base_ss = [0.0] * scales
         self.vol = 0.0
         self.vol_ts = 0.0
+        self.since = 0.0  # first follow seen
         self.flag_until = 0.0
         self.flagged: TargetFlag | None = None
         self.member_floor = 0.0
@@ -145,7 +146,10 @@ class BurstDetector:
         self.g_vol += 1.0
         nscales = len(self._scales)
         state = self.targets.get_or_create(event.target, lambda: TargetState(nscales))
-        state.vol = state.vol * math.exp(-(ts - state.vol_ts) / self._tau) + 1.0 if state.vol_ts else 1.0
+        if state.vol_ts:
+            state.vol = state.vol * math.exp(-(ts - state.vol_ts) / self._tau) + 1.0
+        else:
+            state.vol, state.since = 1.0, ts
         state.vol_ts = ts
         flagged_now = state.flag_until > ts
 
@@ -155,7 +159,7 @@ class BurstDetector:
             bucket = int(ts // scale)
             if bucket != state.bucket[i]:
                 if state.bucket[i] >= 0:
-                    self._fold(state, i, bucket - state.bucket[i], flagged_now)
+                    self._fold(state, i, bucket - state.bucket[i], flagged_now, ts)
                 state.prev_n[i] = state.cur_n[i] if bucket == state.bucket[i] + 1 else 0
                 state.prev_s[i] = state.cur_s[i] if bucket == state.bucket[i] + 1 else 0.0
                 state.cur_n[i] = 0
@@ -184,9 +188,7 @@ class BurstDetector:
         if best is not None and self._rejects(event.target, best_log_p, ts):
             i, n, total, mu0, var0 = best
             window = self._scales[i]
-            # The usual number of follows in this window, from the decayed volume before it.
-            expected_volume = max(state.vol - n, 0.0) / self._tau * window
-            lift = n / max(expected_volume, 1.0)
+            lift = n / max(self._usual(state, n, window, ts), 1.0)
             # Members: followers riskier than the target's usual ones by two standard deviations;
             # by one when the volume says most of the window is excess (lift >= 2: a random
             # follower of the window is then more likely part of the excess than not).
@@ -194,34 +196,66 @@ class BurstDetector:
             member_floor = max(s.member_min_risk, mu0 + (sigma if lift >= 2.0 else 2.0 * sigma))
             state.member_floor = member_floor
             if not flagged_now:
-                # Look back over the whole suspect buffer (up to the largest window): an order's
-                # first followers arrived before the test had enough of them to be significant.
-                suspects = [(t, a, x) for t, a, x in state.suspects if x >= member_floor]
+                # Look back one window before the flagged one: an order's first followers arrived
+                # before the test had enough of them to be significant.
+                since = ts - 2.0 * window
+                suspects = [(t, a, x) for t, a, x in state.suspects if t > since and x >= member_floor]
                 recent = {a for t, a, _ in suspects if t > ts - window}
                 flag = TargetFlag(event.target, ts, window, round(n), min(1.0, len(recent) / n), total / n, mu0,
                                   max(best_log_p, _LOG_SF_FLOOR), lift)
                 state.flagged = flag
                 out.append(flag)
                 out.extend(AccountFlag(a, ts, f"burst:{event.target}", x) for _, a, x in suspects)
-            elif r >= member_floor:
+            elif r >= member_floor and self._surging(state, ts):
                 out.append(AccountFlag(event.actor, ts, f"burst:{event.target}", r))
             state.flag_until = ts + s.flag_ttl_s
-        elif flagged_now and r >= state.member_floor:
+        elif flagged_now and r >= state.member_floor and self._surging(state, ts):
             out.append(AccountFlag(event.actor, ts, f"burst:{event.target}", r))
         return out
 
-    def _fold(self, state: TargetState, i: int, windows: int, flagged: bool) -> None:
+    def _usual(self, state: TargetState, n: float, window: float, ts: float) -> float:
+        """The target's usual number of followers in ``window``: its decayed volume without the
+        window's own ``n`` followers, over the time it was seen before the window (at most tau)."""
+        before = max(state.vol - n, 0.0)
+        return before / min(self._tau, max(ts - state.since - window, window)) * window
+
+    def _surging(self, state: TargetState, ts: float) -> bool:
+        """Is the target receiving an excess of followers *now* (the smallest window holds at
+        least min_followers and twice its usual count)? A flag lasts ``flag_ttl_s``, but a later
+        follower is labelled by it only while the surge goes on: once the target is back to its
+        usual trickle, a new follower is most likely one of its usual ones, whatever the
+        trailing day's test still says."""
+        scale = self._scales[0]
+        left = 1.0 - (ts - state.bucket[0] * scale) / scale
+        n0 = state.cur_n[0] + state.prev_n[0] * left
+        return n0 >= max(self.settings.min_followers, 2.0 * self._usual(state, n0, scale, ts))
+
+    def _fold(self, state: TargetState, i: int, windows: int, flagged: bool, ts: float) -> None:
         """Scale ``i``'s window closed (``windows`` windows passed): fold it into that scale's
         baseline, decayed by the time that passed — unless the target is flagged (an attack must
         not become the baseline it is judged against)."""
-        k = math.exp(-self._scales[i] * windows / self._tau)
+        scale = self._scales[i]
+        k = math.exp(-scale * windows / self._tau)
         state.base_n[i] *= k
         state.base_s[i] *= k
         state.base_ss[i] *= k
-        if not flagged:
-            state.base_n[i] += state.cur_n[i]
-            state.base_s[i] += state.cur_s[i]
-            state.base_ss[i] += state.cur_ss[i]
+        n = state.cur_n[i]
+        if not flagged and n:
+            # Bounded influence: a window counts for at most twice the target's usual number of
+            # followers per window (at its own mean risk) — the usual rate from its decayed volume
+            # *before* this window, over the time it has been seen — so a surge the test did not
+            # (yet) flag cannot become the baseline it is judged against ten minutes later, while
+            # steady traffic and steady growth fold in fully. Until the target has a window of
+            # history before this one it has no usual rate, and the window folds in fully.
+            history = ts - windows * scale - state.since  # seen before the closed window began
+            w = 1.0
+            if history >= scale:
+                before = max(state.vol - n - 1.0, 0.0)
+                usual = before / min(self._tau, history) * scale
+                w = min(1.0, 2.0 * max(usual, 1.0) / n)
+            state.base_n[i] += w * n
+            state.base_s[i] += w * state.cur_s[i]
+            state.base_ss[i] += w * state.cur_ss[i]
         state.cur_ss[i] = 0.0
 
     def _remember(self, state: TargetState, ts: float, actor: str, r: float) -> None:

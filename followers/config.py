@@ -63,7 +63,7 @@ class RiskWeights:
     churn: float = 0.75
     shared_network: float = 1.0
     shared_user_agent: float = 0.75
-    network_switch: float = 0.5
+    network_switch: float = 1.0  # new network *and* new client vs the account's own history
     challenged: float = 0.5
 
     def __post_init__(self) -> None:
@@ -87,6 +87,9 @@ class RiskSettings:
     infra_alpha: float = 1.0 / 24.0     # ... against an EWMA of that key's own past buckets
     infra_prior: float = 2.0            # expected accounts per bucket for a key never seen before
     infra_p_low: float = 1e-2           # an account count is a surprise only below this p-value
+    context_min_events: int = 2         # events before an account's networks/clients are its baseline
+    context_memory: int = 4             # networks and clients remembered per account
+    context_partial: float = 0.25       # only one of network / client is new
     score_cap: float = 4.0
     max_accounts: int = 500_000
     max_networks: int = 200_000
@@ -95,10 +98,13 @@ class RiskSettings:
 
     def __post_init__(self) -> None:
         _positive(self, "young_days", "fast_first_follow_s", "rate_floor_per_hour", "churn_min_follows",
-                  "infra_bucket_s", "infra_alpha", "infra_prior", "infra_p_low", "score_cap",
+                  "infra_bucket_s", "infra_alpha", "infra_prior", "infra_p_low", "context_min_events",
+                  "context_memory", "score_cap",
                   "max_accounts", "max_networks", "max_user_agents", "members_per_bucket")
         if self.infra_p_low >= 1:
             raise FollowersConfigError("RiskSettings.infra_p_low: must be below 1")
+        if not 0 <= self.context_partial <= 1:
+            raise FollowersConfigError("RiskSettings.context_partial: must be in [0, 1]")
         if self.infra_alpha > 1:
             raise FollowersConfigError("RiskSettings.infra_alpha: must be at most 1")
 

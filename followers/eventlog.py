@@ -13,6 +13,7 @@ raises ``EventLogError``, because a reader can retry."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -104,10 +105,13 @@ class RedisEventLog:
         if not (timeout > 0 and math.isfinite(timeout)):
             raise FollowersConfigError("event log timeout must be positive")
         options.pop("max_connections", None)
+        self._url = urlunsplit(parts._replace(query=urlencode(options)))
+        self._reader: Any | None = None
         self.key = prefix + STREAM_KEY
         self.max_len = max_len
         self.errors = 0
         self._client: Any
+        self._client_injected = client is not None
         if client is not None:
             self._client = client
         elif parts.scheme.lower() == "redis+cluster":
@@ -148,6 +152,31 @@ class RedisEventLog:
                 self.errors += 1  # a foreign or corrupt entry: skip it, keep reading in order
         return out
 
+    async def wait(self, after: str, count: int = 1000, block: float = 0.5) -> list[tuple[str, FollowEvent]]:
+        """Like ``read``, but waits up to ``block`` seconds for new entries (``XREAD BLOCK``):
+        a consumer sees another gateway's follow about one round trip after its ``XADD``, where
+        polling would add up to a whole poll interval — longer than a panel takes to send an
+        account's next follow. ``after`` must be an entry id (not "0"). Blocking reads use a
+        connection of their own with a timeout longer than ``block`` (the append client's short
+        timeout would cut them)."""
+        if self._reader is None:
+            if self._client_injected or self._url.startswith("redis+cluster"):
+                return await self.read(after, count)
+            self._reader = Redis.from_url(self._url, socket_timeout=block + 5.0, socket_connect_timeout=5.0)
+        try:
+            reply: Any = await self._reader.xread({self.key: after}, count=count, block=max(1, int(block * 1000)))
+        except (RedisError, OSError) as exc:
+            raise EventLogError(f"reading the follow-event stream failed: {type(exc).__name__}: {exc}") from exc
+        out: list[tuple[str, FollowEvent]] = []
+        for _stream, rows in reply or []:
+            for entry_id, fields in rows:
+                ident = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+                try:
+                    out.append((ident, FollowEvent.from_stream_fields(fields)))
+                except EventFormatError:
+                    self.errors += 1
+        return out
+
     async def delete(self) -> None:
         """Drop the stream (operators and tests)."""
         try:
@@ -156,10 +185,13 @@ class RedisEventLog:
             raise EventLogError(f"deleting the follow-event stream failed: {exc}") from exc
 
     async def close(self) -> None:
-        try:
-            await self._client.aclose()
-        except (RedisError, OSError):
-            pass
+        for client in (self._client, self._reader):
+            if client is None:
+                continue
+            try:
+                await client.aclose()
+            except (RedisError, OSError):
+                pass
 
 
 def event_log_from_url(url: str, *, max_len: int = DEFAULT_MAX_LEN) -> MemoryEventLog | RedisEventLog:
@@ -183,9 +215,17 @@ class EventLogConsumer:
         self.handle = handle
         self.position = after
 
-    async def poll(self, count: int = 1000) -> int:
-        """Process up to ``count`` new events; return how many."""
-        batch = await self.log.read(self.position, count)
+    async def poll(self, count: int = 1000, *, block: float = 0.0) -> int:
+        """Process up to ``count`` new events; return how many. With ``block`` > 0, wait up to
+        that long for new events: on a log that can block (a Redis Stream) they are handled as
+        soon as they are appended; on others an empty read sleeps ``block``."""
+        wait = getattr(self.log, "wait", None)
+        if block > 0 and wait is not None and self.position != "0":
+            batch = await wait(self.position, count, block)
+        else:
+            batch = await self.log.read(self.position, count)
+            if not batch and block > 0:
+                await asyncio.sleep(block)
         for ident, event in batch:
             await self.handle(event)
             self.position = ident

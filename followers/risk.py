@@ -12,7 +12,12 @@ Features (each in [0, 1], weights in ``RiskWeights``):
   /24-/48 network (or with this User-Agent hash) in the trailing hour exceeds *that key's own*
   learned baseline (2x → 0, 8x → 1, and the excess must be significant, Poisson p <= 1e-2): a
   carrier NAT or the most common browser is not suspicious, a fresh proxy subnet is;
-* ``network_switch`` — the account used another network before (takeover of an old account);
+* ``network_switch`` — a sudden change against the account's *own* baseline: this follow comes
+  from a network and a client (User-Agent) that the account, which has history here
+  (``context_min_events``), never used before — 1 when both are new (a new device on a new
+  network: the takeover pattern of hijacked accounts), ``context_partial`` when only one is (travel,
+  a browser update). Per event, never sticky: an honest roamer who once used a carrier NAT is not
+  marked for the rest of its life;
 * ``challenged`` — challenges the account has been shown (3 → 1).
 
 The score is capped at ``score_cap`` and always comes with its named reasons."""
@@ -56,8 +61,8 @@ class RiskScore:
 class AccountRisk:
     """What we remember about one account (bounded: the tracker is an LRU)."""
 
-    __slots__ = ("challenges", "created", "first_follow", "follows", "last", "posts", "prefix", "rate_bucket",
-                 "rate_cur", "rate_prev", "switched", "unfollows")
+    __slots__ = ("agents", "challenges", "created", "events", "first_follow", "follows", "last", "networks", "posts",
+                 "rate_bucket", "rate_cur", "rate_prev", "unfollows")
 
     def __init__(self) -> None:
         self.created: float | None = None
@@ -67,8 +72,9 @@ class AccountRisk:
         self.rate_bucket = -1
         self.rate_cur = 0
         self.rate_prev = 0
-        self.prefix = ""
-        self.switched = False
+        self.events = 0
+        self.networks: tuple[str, ...] = ()  # the few networks and clients this account used (newest last)
+        self.agents: tuple[str, ...] = ()
         self.posts: int | None = None
         self.challenges = 0
         self.last: RiskScore | None = None
@@ -86,6 +92,7 @@ class RiskTracker:
         self._weights = (w.young, w.fast_first_follow, w.contentless, w.follow_rate, w.churn, w.shared_network,
                          w.shared_user_agent, w.network_switch, w.challenged)
         self._ln_low = -math.log(s.infra_p_low)
+        self._started: float | None = None
 
     def account(self, actor: str) -> AccountRisk | None:
         return self.accounts.get(actor)
@@ -117,6 +124,23 @@ class RiskTracker:
             return 0.0
         return min(1.0, (math.log2(observed / expected) - 1.0) / 2.0)
 
+    def _context_change(self, state: AccountRisk, prefix: str, ua: str) -> float:
+        """1.0 new network and new client, ``context_partial`` one of them, 0 otherwise or when the
+        account has too little history to have a baseline; remembers the context either way."""
+        s = self.settings
+        known = state.events >= s.context_min_events
+        new_net = prefix != "?" and prefix not in state.networks
+        new_ua = bool(ua) and ua not in state.agents
+        if new_net:
+            state.networks = (*state.networks, prefix)[-s.context_memory:]
+        if new_ua:
+            state.agents = (*state.agents, ua)[-s.context_memory:]
+        if not known or not (state.networks and state.agents):
+            return 0.0
+        if new_net and new_ua:
+            return 1.0
+        return s.context_partial if new_net or new_ua else 0.0
+
     def observe(self, event: FollowEvent) -> RiskScore:
         s = self.settings
         state = self.accounts.get_or_create(event.actor, AccountRisk)
@@ -139,23 +163,27 @@ class RiskTracker:
                 state.rate_cur = 0
                 state.rate_bucket = hour
             state.rate_cur += 1
-        if event.prefix != "?" and event.prefix != state.prefix:
-            if state.prefix:
-                state.switched = True
-            state.prefix = event.prefix
+        switch = self._context_change(state, event.prefix, event.ua)
+        state.events += 1
 
         bucket_s = s.infra_bucket_s
         bucket = int(ts // bucket_s)
         fraction = (ts - bucket * bucket_s) / bucket_s
+        if self._started is None:
+            self._started = ts
+        # Bounded-influence baselines (SlidingCount), except while the tracker itself is cold: in
+        # its first two buckets every key's level is unknown, and a busy carrier NAT or the most
+        # common browser must be able to teach its own level at once.
+        floor = s.infra_prior if ts - self._started >= 2 * bucket_s else 0.0
         shared_network = 0.0
         if event.prefix != "?":
             net = self.networks.get_or_create(event.prefix, lambda: SlidingCount(bucket))
-            net.add(event.actor, bucket, s.infra_alpha, s.members_per_bucket)
+            net.add(event.actor, bucket, s.infra_alpha, s.members_per_bucket, floor)
             shared_network = self._surprise(net, fraction)
         shared_ua = 0.0
         if event.ua:
             agent = self.user_agents.get_or_create(event.ua, lambda: SlidingCount(bucket))
-            agent.add(event.actor, bucket, s.infra_alpha, s.members_per_bucket)
+            agent.add(event.actor, bucket, s.infra_alpha, s.members_per_bucket, floor)
             shared_ua = self._surprise(agent, fraction)
 
         young = fast = 0.0
@@ -177,7 +205,6 @@ class RiskTracker:
         churn = 0.0
         if state.follows >= s.churn_min_follows:
             churn = min(1.0, max(0.0, (state.unfollows / state.follows - 0.25) / 0.5))
-        switch = 1.0 if state.switched else 0.0
         challenged = min(1.0, state.challenges / 3.0)
 
         features = (young, fast, contentless, follow_rate, churn, shared_network, shared_ua, switch, challenged)

@@ -68,8 +68,9 @@ def test_target_whose_usual_followers_are_young_is_judged_against_its_own_baseli
 
 
 def test_attack_does_not_become_the_baseline_while_flagged() -> None:
-    """After a flag the target's baseline is frozen: followers of the same order arriving a day
-    later are still labelled."""
+    """After a flag the target's baseline is frozen: when the order resumes most of a day later,
+    its followers are still labelled; a lone risky follower once the surge is over is not (the
+    flag alone does not label a target's later followers)."""
     rng = random.Random(4)
     det = BurstDetector()
     _organic(det, rng, T0, T0 + DAY)
@@ -77,8 +78,12 @@ def test_attack_does_not_become_the_baseline_while_flagged() -> None:
     for i in range(50):
         det.observe(ev(start + i * 5, f"bot{i}", "small"), 2.5)
     assert det.targets.get("small") is not None and det.targets.get("small").flag_until > start  # type: ignore[union-attr]
-    later = det.observe(ev(start + 0.9 * DAY, "bot-late", "small"), 2.5)
-    assert [f.actor for f in later if isinstance(f, AccountFlag)] == ["bot-late"]
+    lone = det.observe(ev(start + 0.5 * DAY, "lone", "small"), 2.5)
+    assert not [f for f in lone if isinstance(f, AccountFlag)]
+    later = []
+    for i in range(20):
+        later += det.observe(ev(start + 0.9 * DAY + i * 3, f"late{i}", "small"), 2.5)
+    assert {f.actor for f in later if isinstance(f, AccountFlag)} >= {f"late{i}" for i in range(10, 20)}
 
 
 def test_target_state_is_bounded() -> None:
