@@ -16,6 +16,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
@@ -25,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from authn.errors import AuthnError
 from gateway.core.errors import ConfigError, StoreError
 
-__all__ = ["AuthnStoreError", "Database"]
+__all__ = ["AuthnStoreError", "Database", "migrations_head"]
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
@@ -127,6 +128,15 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
     finally:
         cursor.close()
+
+
+def migrations_head() -> str:
+    """The newest schema revision this build ships (what ``migrate`` upgrades to)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None  # the package ships its migrations
+    return head
 
 
 def _upgrade_head(connection: Connection) -> None:
