@@ -19,7 +19,7 @@ from gateway.core.ids import new_decision_id
 from gateway.core.paths import PathRefusal
 from gateway.proxy.decide import DecisionApi, Refused
 from gateway.proxy.forward import BodyPlan, ClientDisconnected, build_head, forward
-from gateway.proxy.headers import Inbound, read_inbound
+from gateway.proxy.headers import Inbound, read_inbound, strip_credentials
 from gateway.proxy.responses import decision_response, send_problem
 from gateway.proxy.upstream import UpstreamError
 from gateway.proxy.websocket import proxy_websocket
@@ -193,6 +193,8 @@ class ProxyApp:
             gw.record(ctx, outcome, status, started)
             return
 
+        if inbound.credentials:
+            strip_credentials(ctx.headers)
         if gw.authn is not None:
             ctx.upstream_headers.extend(gw.authn.identity_headers(ctx))
         if ctx.body is not None:
@@ -279,6 +281,8 @@ class ProxyApp:
             await _ws_refuse(scope, send, status, reason, decision_id, getattr(decision, "detail", ""))
             gw.record(ctx, outcome, status, started)
             return
+        if inbound.credentials:
+            strip_credentials(ctx.headers)
         if gw.authn is not None:
             ctx.upstream_headers.extend(gw.authn.identity_headers(ctx))
         peer_trusted = gw.peer_trusted(scope)

@@ -3,14 +3,17 @@
 Inbound, before any guard looks: hop-by-hop headers go (RFC 9110 7.6.1), and so does every
 header the client names in ``Connection`` (so ``Connection: X-Forwarded-For`` cannot strip what
 we add). Identity and routing headers that only tsgate may set are dropped whatever their value:
-``X-Tsgate-*``, the forwarding family, URL- and method-override headers. Outbound to the
-upstream, tsgate sets ``Host``, ``X-Forwarded-*`` and its identity headers itself."""
+``X-Tsgate-*``, the forwarding family, URL- and method-override headers. Credentials meant for
+tsgate itself (``Tsgate-Clearance``) are kept for the guards but never forwarded (see
+``strip_credentials``). Outbound to the upstream, tsgate sets ``Host``, ``X-Forwarded-*`` and
+its identity headers itself."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["HOP_BY_HOP", "Inbound", "filter_response_headers", "read_inbound"]
+__all__ = ["HOP_BY_HOP", "TSGATE_CREDENTIALS", "Inbound", "filter_response_headers", "read_inbound",
+           "strip_credentials"]
 
 HOP_BY_HOP = frozenset(
     {
@@ -51,6 +54,10 @@ SPOOFABLE = frozenset(
     }
 )
 
+# tsgate's own credentials: guards read them, the upstream never gets them (a CAPTCHA clearance
+# is a bearer token for tsgate's challenges, whether or not this request was challenged).
+TSGATE_CREDENTIALS = frozenset({b"tsgate-clearance"})
+
 
 @dataclass(slots=True)
 class Inbound:
@@ -66,6 +73,7 @@ class Inbound:
     forwarded_host: bytes | None = None
     size: int = 0
     bad_content_length: bool = False
+    credentials: bool = False  # a TSGATE_CREDENTIALS header is among ``kept``
 
 
 def _connection_tokens(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
@@ -104,8 +112,15 @@ def read_inbound(headers: list[tuple[bytes, bytes]]) -> Inbound:
             continue
         if name in named:
             continue
+        if name in TSGATE_CREDENTIALS:
+            out.credentials = True
         kept.append((name, value))
     return out
+
+
+def strip_credentials(headers: list[tuple[bytes, bytes]]) -> None:
+    """Remove tsgate's own credentials in place, before a request goes upstream."""
+    headers[:] = [(n, v) for n, v in headers if n not in TSGATE_CREDENTIALS]
 
 
 def filter_response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
