@@ -36,6 +36,7 @@ from gateway.observe.metrics import Metrics
 from gateway.proxy.forward import BodyPlan
 from gateway.proxy.headers import Inbound
 from gateway.proxy.upstream import UpstreamPool
+from moderation.records import ReviewQueue
 from policies.compiled import CompiledPolicy
 from policies.features import build_authn, build_captcha, build_followers, build_limiter, build_moderation
 from policies.loader import LoadedPolicy, PolicyError, load_policy, load_policy_text, with_overrides
@@ -43,6 +44,7 @@ from policies.model import Policy
 from policies.registry import GuardRegistry, default_registry
 from ratelimit.guard import RateLimitGuard
 from review.appeals import AppealEndpoint
+from review.priority import PrioritySink
 from review.runtime import ReviewRuntime
 
 __all__ = ["Gateway", "InternalHandler", "ReloadResult"]
@@ -103,13 +105,16 @@ class Gateway:
         # One engine for every feature that keeps durable records (accounts, the review queue).
         self.database = Database(policy.database)
         self.authn = build_authn(policy, self.store, self.clock, database=self.database)
-        self.moderation = build_moderation(policy, self.database)
-        self.followers = build_followers(policy, self.store, self.database)
-        # The review queue and console (admin listener) and appeals (proxy listener); its settings
-        # (lease, webhook) are read at start: changing them needs a restart, like database:.
+        # Every review item the gateway writes gets priority = score x reach (review.priority).
+        self.review_sink = PrioritySink(ReviewQueue(self.database), audience=self._audience)
+        self.moderation = build_moderation(policy, self.database, sink=self.review_sink)
+        self.followers = build_followers(policy, self.store, self.database, sink=self.review_sink)
+        # The review queue and console (admin listener) and appeals (proxy listener); a reload
+        # applies a new review: section in place (lease, appeal limits, webhook, forward retries).
         self.review: ReviewRuntime | None = ReviewRuntime(
             self.database, policy.review, upstream_url=lambda: self.policy.upstream.url, authn=lambda: self.authn,
-            clock=self.clock) if self._uses_database() else None
+            clock=self.clock, labels=lambda: self.followers.labels if self.followers is not None else None,
+        ) if self._uses_database() else None
         self._flusher: asyncio.Task[None] | None = None
         # Set by the server on SIGTERM: /readyz turns false before the proxy stops accepting.
         self.draining = False
@@ -195,8 +200,10 @@ class Gateway:
             if self.followers is None and any(r.follow for r in new.routes):
                 raise PolicyError(loaded.source, ["follow: the first follow route needs a restart (its "
                                                   "detectors and flush timer start with the process)"])
-            moderation = build_moderation(new, self.database, previous=self.moderation)
-            followers = build_followers(new, self.store, self.database, previous=self.followers)
+            moderation = build_moderation(new, self.database, previous=self.moderation, sink=self.review_sink)
+            followers = build_followers(new, self.store, self.database, previous=self.followers,
+                                        sink=self.review_sink)
+            review = self.review.prepare(new.review) if self.review is not None else None
             # Same key ring and metrics: clearances issued before the reload stay valid.
             captcha = build_captcha(new, self.store, self.clock, metrics=self.captcha_metrics,
                                     identify=self._identify, keys=self.captcha.sealer.keys)
@@ -211,6 +218,8 @@ class Gateway:
         self.registry = registry
         self.captcha = captcha
         self.moderation = moderation
+        if self.review is not None and review is not None:
+            self.review.apply(review)
         if followers is not None:
             self.followers = followers
         if authn is not None and authn is not self.authn:
@@ -231,6 +240,10 @@ class Gateway:
         if self.authn is None:
             return None
         return build_authn(policy, self.store, self.clock, database=self.authn.database, previous=self.authn)
+
+    def _audience(self, account: str) -> float | None:
+        """Followers the follow detectors observed for ``account`` (as a follow target), if any."""
+        return self.followers.engine.burst.volume(account) if self.followers is not None else None
 
     async def _identify(self, ctx: RequestContext) -> Principal | None:
         """Who a request's credential names, for binding clearances to accounts (CAPTCHA)."""
@@ -269,6 +282,8 @@ class Gateway:
             await self.authn.start()
         elif self._uses_database():
             await self.database.migrate()
+        if self.review is not None:
+            self.review.start()  # retries review deliveries (webhooks, approved forwards) left due
         if self.followers is not None:
             loop = asyncio.get_running_loop()
             self._flusher = loop.create_task(self._flush_follow_reviews())
@@ -293,8 +308,7 @@ class Gateway:
         consumer = EventLogConsumer(followers.log, handle, after=f"{int((self.clock.now() - warm_up) * 1000)}-0")
         while True:
             try:
-                if await consumer.poll(1000) == 0:
-                    await asyncio.sleep(idle)
+                await consumer.poll(1000, block=idle)  # XREAD BLOCK: another gateway's follow in ~1 RTT
             except asyncio.CancelledError:
                 raise
             except Exception:  # Redis away: detectors pause, the guard keeps serving

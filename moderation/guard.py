@@ -257,8 +257,32 @@ class ModerationGuard:
         return enqueue
 
 
+# Never stored with a held request (and so never replayed): credentials — the replay re-asserts
+# the author's identity the way tsgate does for live requests — and framing/routing headers that
+# tsgate sets itself. The proxy already dropped hop-by-hop, forwarding-family and X-Tsgate-* ones.
+_NOT_KEPT = frozenset({b"authorization", b"cookie", b"proxy-authorization", b"host", b"content-length",
+                       b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade",
+                       b"expect", b"forwarded", b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto",
+                       b"x-real-ip"})
+_MAX_KEPT_HEADERS, _MAX_KEPT_HEADER_BYTES = 100, 32 * 1024
+
+
+def _kept_headers(ctx: RequestContext) -> list[list[str]]:
+    out: list[list[str]] = []
+    size = 0
+    for name, value in ctx.headers:
+        if name in _NOT_KEPT or name.startswith(b"x-tsgate-"):
+            continue
+        size += len(name) + len(value)
+        if len(out) >= _MAX_KEPT_HEADERS or size > _MAX_KEPT_HEADER_BYTES:
+            break
+        out.append([name.decode("latin-1"), value.decode("latin-1")])
+    return out
+
+
 def _request_snapshot(ctx: RequestContext) -> dict[str, Any]:
-    """Enough of a held request to forward it unchanged if a moderator approves it."""
+    """Enough of a held request to forward it unchanged if a moderator approves it: method, path,
+    query, body and the original headers minus credentials and tsgate's own (``_NOT_KEPT``)."""
     body = ctx.body or b""
     try:
         encoded: dict[str, str] = {"text": body.decode("utf-8")}
@@ -266,7 +290,8 @@ def _request_snapshot(ctx: RequestContext) -> dict[str, Any]:
         encoded = {"base64": base64.b64encode(body).decode("ascii")}
     content_type = ctx.header(b"content-type")
     return {"method": ctx.method, "path": ctx.path, "query": ctx.query.decode("latin-1"),
-            "content_type": content_type.decode("latin-1") if content_type else None, "body": encoded}
+            "content_type": content_type.decode("latin-1") if content_type else None, "body": encoded,
+            "headers": _kept_headers(ctx), "client_ip": ctx.client_ip, "scheme": ctx.scheme}
 
 
 def _account_age(claims: dict[str, Any], names: tuple[str, ...], now: float) -> float | None:

@@ -8,13 +8,18 @@ so two moderators never work the same item, and resolved with a resolution that 
 training label (``tsgate moderation train`` learns from moderators' decisions).
 
 ``ReviewQueue.enqueue`` returns only after the transaction committed: a hold is durable before
-its 202 is sent. It retries a bounded number of times on database errors, and is idempotent per
-``(kind, decision_id)`` (a retry after a commit whose acknowledgement was lost finds the row and
-returns it instead of failing or writing twice)."""
+its 202 is sent. On database errors it retries with exponential backoff until a deadline (2 s by
+default, and at most ``attempts`` tries): a database restart or failover shorter than that costs
+the client a short wait instead of a 503, and a longer outage is a ``ReviewQueueError`` (the
+guard answers 503) within the deadline, whatever the driver's own connect timeout. It is
+idempotent per ``(kind, decision_id)`` (a retry after a commit whose acknowledgement was lost
+finds the row and returns it instead of failing or writing twice)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 import uuid
 from datetime import datetime
 from typing import Any
@@ -30,6 +35,8 @@ from moderation.errors import ReviewQueueError
 from moderation.sinks import NewReviewItem, ReviewSink
 
 __all__ = ["ITEM_KINDS", "ITEM_STATES", "NewReviewItem", "ReviewItem", "ReviewQueue", "ReviewSink"]
+
+log = logging.getLogger("tsgate.moderation")
 
 ITEM_KINDS = ("content", "follow", "appeal")
 ITEM_STATES = ("open", "claimed", "resolved")
@@ -76,25 +83,44 @@ class ReviewItem(Base):
 class ReviewQueue:
     """The SQLAlchemy writer of ``review_items`` (SQLite or PostgreSQL via ``authn.db.Database``)."""
 
-    def __init__(self, database: Database, *, attempts: int = 3, backoff: float = 0.05) -> None:
+    def __init__(self, database: Database, *, attempts: int = 12, backoff: float = 0.05, max_backoff: float = 0.4,
+                 deadline: float = 2.0) -> None:
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
+        if not deadline > 0:
+            raise ValueError("deadline must be positive")
         self.database = database
         self.attempts = attempts
         self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.deadline = deadline
 
     async def enqueue(self, item: NewReviewItem) -> str:
-        """Insert and commit; bounded retries (``attempts``, exponential backoff) on database errors."""
+        """Insert and commit. On database errors, retry with exponential backoff (``backoff``
+        doubling up to ``max_backoff``) for at most ``attempts`` tries and ``deadline`` seconds in
+        all; each try is cut off when the deadline passes (a connect that hangs counts as a failure)."""
         last: Exception | None = None
-        for attempt in range(self.attempts):
+        give_up = time.monotonic() + self.deadline
+        tries = 0
+        while tries < self.attempts:
+            tries += 1
+            remaining = give_up - time.monotonic()
             try:
-                return await self._insert(item)
+                async with asyncio.timeout(remaining):
+                    return await self._insert(item)
             except StoreError as exc:  # AuthnStoreError: translated SQLAlchemy/driver/network errors
                 last = exc
-                if attempt + 1 < self.attempts:
-                    await asyncio.sleep(self.backoff * (2 ** attempt))
+            except TimeoutError:
+                last = TimeoutError(f"no answer within the {self.deadline:g}s deadline")
+                break
+            pause = min(self.backoff * (2 ** (tries - 1)), self.max_backoff)
+            if tries >= self.attempts or time.monotonic() + pause >= give_up:
+                break
+            log.warning("review queue: writing the %s for decision %s failed (try %d: %s); retrying",
+                        item.action, item.decision_id, tries, last)
+            await asyncio.sleep(pause)
         raise ReviewQueueError(f"review queue: {item.action} for decision {item.decision_id} not written after "
-                               f"{self.attempts} attempts ({last})") from last
+                               f"{tries} attempts in {self.deadline:g}s ({last})") from last
 
     async def _insert(self, item: NewReviewItem) -> str:
         item_id = uuid.uuid4().hex

@@ -518,11 +518,22 @@ class ReviewWebhook(Strict):
         return value
 
 
+class ReviewForward(Strict):
+    """Retries of an approved held request the backend did not take (down, timeout, 5xx)."""
+
+    attempts: int = Field(8, ge=1, le=20, description="Forwards tried before the approval's delivery is "
+                          "dead-lettered (the decision stands either way).")
+    backoff: Duration = Field(2.0, description="First retry delay; doubled after each failure.")
+    timeout: Duration = Field(10.0, description="Bound on one forward.")
+
+
 class ReviewConfig(Strict):
     """The review queue and moderator console (on the admin listener)."""
 
     lease: Duration = Field(600.0, description="How long a claimed item stays with its moderator.")
     webhook: ReviewWebhook | None = Field(None, description="Outgoing webhook for remove and ban decisions.")
+    forward: ReviewForward = Field(default_factory=ReviewForward,
+                                   description="Retrying approved held requests the backend did not take.")
     appeal_limit: int = Field(5, ge=1, description="Appeals per principal (and per IP) per appeal_window.")
     appeal_window: Duration = Field(3600.0, description="The appeal rate-limit window.")
 

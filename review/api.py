@@ -175,18 +175,25 @@ def install(app: FastAPI, gateway: Gateway, admin_token: str | None) -> None:
 
     @router.get("/webhooks")
     async def webhooks(who: Mod, state: Literal["pending", "delivered", "dead"] | None = None,
+                       event: Annotated[str | None, Query(max_length=32, description="remove, ban, forward")] = None,
+                       item_id: Annotated[str | None, Query(max_length=32)] = None,
                        limit: Annotated[int, Query(ge=1, le=500)] = 100) -> dict[str, Any]:
-        """Outgoing webhook deliveries; ``state=dead`` lists the dead letters."""
-        sender = runtime_of(gateway).webhooks
-        return {"deliveries": await sender.deliveries(state, limit) if sender is not None else []}
+        """Outgoing deliveries — webhook events and forwards of approved held requests (event
+        ``forward``); ``state=dead`` lists the dead letters, ``pending`` those being retried."""
+        outbox = runtime_of(gateway).outbox
+        return {"deliveries": await outbox.deliveries(state, limit, item_id=item_id, event=event)}
 
     @router.post("/webhooks/{delivery_id}/retry")
     async def retry(delivery_id: str, who: Mod) -> dict[str, Any]:
+        """Retry a dead letter now with a fresh set of attempts (later ones run in the background)."""
         runtime = runtime_of(gateway)
-        if runtime.webhooks is None:
-            raise ReviewProblem(404, "review.no_webhook", "The policy has no review.webhook.")
+        if len(delivery_id) > 32:
+            raise ReviewProblem(404, "review.not_found", "No such delivery.")
         try:
-            state = await runtime.webhooks.retry(delivery_id)
+            found = await runtime.outbox.get(delivery_id)
+            if runtime.outbox.courier(found["event"]) is None:
+                raise ReviewProblem(404, "review.no_webhook", "The policy has no review.webhook.")
+            state = await runtime.outbox.retry_now(delivery_id)
         except KeyError:
             raise ReviewProblem(404, "review.not_found", f"No delivery {delivery_id!r}.") from None
         await runtime.service.audit("webhook_retry", who.name, None, {"delivery": delivery_id, "state": state})

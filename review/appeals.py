@@ -6,7 +6,9 @@ The decision id is a random capability (only its recipient saw it); when the ori
 made by a signed-in principal, only that principal may appeal it (others get the same 404 as an
 unknown id). Appeals are rate-limited per principal and per client IP in the shared state store,
 counted before the lookup so ids cannot be guessed cheaply. One appeal per decision: appealing
-again returns the same item (the queue is unique per kind and decision id)."""
+again returns the same item (the queue is unique per kind and decision id). An appeal is as urgent
+as what it appeals: it carries the original item's priority (score x reach, ``review.priority``;
+an escalation's boost is not inherited)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from gateway.core.errors import StoreError
 from gateway.core.state import StateStore, store_key
 from moderation.errors import ReviewQueueError
 from moderation.records import NewReviewItem, ReviewQueue
+from review.priority import ESCALATION_BOOST
 from review.runtime import ReviewRuntime
 
 __all__ = ["AppealEndpoint"]
@@ -82,7 +85,7 @@ class AppealEndpoint:
             content={"appeal_of": original.id, "message": message, "original_action": original.action,
                      "original_state": original.state, "original_resolution": original.resolution,
                      "original_content": original.content},
-            symbols=list(original.symbols), score=original.score, priority=original.priority + 50,
+            symbols=list(original.symbols), score=original.score, priority=original.priority % ESCALATION_BOOST,
             created_at=datetime.fromtimestamp(self.review.service.clock.now(), UTC))
         appeal_id = await self.queue.enqueue(item)
         await self.review.service.audit("appeal", principal[:128], appeal_id, {"appeal_of": original.id})

@@ -239,8 +239,9 @@ def install_console(app: FastAPI, gateway: Gateway, admin_token: str | None) -> 
                         page_url=lambda to: "/console/", error=str(exc))
         history, total = await service.list_items(ItemFilter(principal=found["principal_id"]), limit=21)
         mine = [h for h in history if h["id"] != item_id][:20]
+        deliveries = await runtime_of(gateway).outbox.deliveries(None, 20, item_id=item_id)
         return page(who, "item.html", request, item=found, decisions=DECISIONS, history=mine,
-                    history_total=total - 1)
+                    history_total=total - 1, deliveries=deliveries)
 
     @router.post("/items/{item_id}/claim")
     async def claim(item_id: str, request: Request) -> Response:
@@ -268,8 +269,12 @@ def install_console(app: FastAPI, gateway: Gateway, admin_token: str | None) -> 
             return _redirect(f"/console/items/{item_id}", str(exc))
         message = f"Decided: {decision}" + (" (already recorded)" if decided.replayed else "")
         forward = decided.effects.get("forward")
-        if forward:
-            message += f"; forwarded to the backend: HTTP {forward.get('status', forward.get('error'))}"
+        if forward and forward.get("state") == "delivered":
+            message += f"; forwarded to the backend: HTTP {forward.get('status')}"
+        elif forward:
+            answer = f"HTTP {forward['status']}" if "status" in forward else forward.get("error", "no answer")
+            message += (f"; the backend did not take the forward ({answer}): "
+                        + ("retrying in the background" if forward.get("state") == "pending" else "dead-lettered"))
         return _redirect(f"/console/items/{item_id}", message)
 
     @router.get("/groups/{group_id}")
@@ -311,21 +316,25 @@ def install_console(app: FastAPI, gateway: Gateway, admin_token: str | None) -> 
         who = await signed_in(request)
         if who is None:
             return _signed_out(request)
-        sender = runtime_of(gateway).webhooks
-        dead = await sender.deliveries("dead") if sender is not None else []
-        recent = await sender.deliveries(None, 50) if sender is not None else []
-        return page(who, "webhooks.html", request, dead=dead, recent=recent, configured=sender is not None)
+        runtime = runtime_of(gateway)
+        dead = await runtime.outbox.deliveries("dead")
+        pending = await runtime.outbox.deliveries("pending")
+        recent = await runtime.outbox.deliveries(None, 50)
+        return page(who, "webhooks.html", request, dead=dead, pending=pending, recent=recent,
+                    configured=runtime.webhooks is not None)
 
     @router.post("/webhooks/{delivery_id}/retry")
     async def retry(delivery_id: str, request: Request) -> Response:
         checked = await write(request)
         if isinstance(checked, Response):
             return checked
-        sender = runtime_of(gateway).webhooks
-        if sender is None:
-            return _redirect("/console/webhooks", "No webhook configured.")
+        outbox = runtime_of(gateway).outbox
         try:
-            state = await sender.retry(delivery_id)
+            if len(delivery_id) > 32:
+                raise KeyError(delivery_id)
+            if outbox.courier((await outbox.get(delivery_id))["event"]) is None:
+                return _redirect("/console/webhooks", "No webhook configured.")
+            state = await outbox.retry_now(delivery_id)
         except KeyError:
             return _redirect("/console/webhooks", "No such delivery.")
         await runtime_of(gateway).service.audit("webhook_retry", checked[0].name, None,

@@ -1,5 +1,6 @@
 """The review tables next to ``review_items`` (on authn's ``Base``, migration ``0003``): moderators'
-decisions, the append-only audit log, and outgoing webhook deliveries (with their dead letters)."""
+decisions, the append-only audit log, and outgoing deliveries — webhooks and forwards of approved
+held requests — with their dead letters (the outbox, ``review.outbox``)."""
 
 from __future__ import annotations
 
@@ -51,10 +52,13 @@ class AuditEntry(Base):
 
 
 class WebhookDelivery(Base):
-    """An outgoing webhook event: pending → delivered, or dead after its last failed attempt."""
+    """An outgoing delivery (a webhook event, or the forward of an approved held request, event
+    ``forward``): pending → delivered, or dead after its last failed attempt. ``next_attempt_at``
+    (migration ``0004``): when a pending row is due; while an attempt runs, the end of its lease."""
 
     __tablename__ = "review_webhooks"
-    __table_args__ = (CheckConstraint("state IN ('pending', 'delivered', 'dead')", name="state"),)
+    __table_args__ = (CheckConstraint("state IN ('pending', 'delivered', 'dead')", name="state"),
+                      Index("ix_review_webhooks_state_next_attempt", "state", "next_attempt_at"))
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     item_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
@@ -64,5 +68,6 @@ class WebhookDelivery(Base):
     state: Mapped[str] = mapped_column(String(16), index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authn.db import Database
@@ -27,6 +27,7 @@ from gateway.core.clock import Clock, SystemClock
 from moderation.records import ReviewItem
 from review.errors import AlreadyDecided, DecisionNotAllowed, ItemNotFound, LeaseHeld
 from review.models import AuditEntry, Decision
+from review.priority import ESCALATION_BOOST
 
 __all__ = ["Decided", "DecisionName", "ItemFilter", "ReviewService", "item_view"]
 
@@ -35,7 +36,6 @@ DecisionName = Literal["approve", "remove", "ban_account", "false_positive", "es
 LABELS: dict[str, str] = {"approve": "ham", "false_positive": "ham", "remove": "spam", "ban_account": "spam"}
 CONFIRMING = ("remove", "ban_account")
 FINAL = ("approve", "remove", "ban_account", "false_positive")
-ESCALATION_BOOST = 1000
 MAX_AGE_SECONDS = 100 * 365.25 * 86400
 
 
@@ -274,8 +274,11 @@ class ReviewService:
                          or_(ReviewItem.state == "open", ReviewItem.lease_owner == moderator,
                              ReviewItem.lease_expires_at <= now))
         if decision == "escalate":
+            # Escalated items come before every other (once: escalating again keeps the boost).
+            boosted = case((ReviewItem.priority >= ESCALATION_BOOST, ReviewItem.priority),
+                           else_=ReviewItem.priority + ESCALATION_BOOST)
             values: dict[str, Any] = {"state": "open", "lease_owner": None, "lease_expires_at": None,
-                                      "priority": ReviewItem.priority + ESCALATION_BOOST, "updated_at": now}
+                                      "priority": boosted, "updated_at": now}
         else:
             values = {"state": "resolved", "lease_owner": None, "lease_expires_at": None,
                       "resolution": LABELS[decision], "resolved_by": moderator[:128], "updated_at": now}

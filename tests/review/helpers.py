@@ -150,3 +150,55 @@ def receiver() -> Iterator[Receiver]:
 
 def start(start_gateway: Callable[..., GatewayProc], policy: str) -> GatewayProc:
     return start_gateway(policy, extra_env=ENV)
+
+
+@dataclass
+class Recorder:
+    """A backend on a real socket that records every request (method, target, headers, body) and
+    answers ``status``. ``start``/``stop`` on a fixed port: a backend that is down, then up."""
+
+    port: int
+    status: int = 201
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    server: ThreadingHTTPServer | None = None
+    thread: threading.Thread | None = None
+
+    def start(self) -> Recorder:
+        state = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _record(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                state.requests.append({"method": self.command, "target": self.path,
+                                       "headers": [(k.lower(), v) for k, v in self.headers.items()], "body": body})
+                self.send_response(state.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_POST = do_PUT = do_PATCH = _record
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            assert self.thread is not None
+            self.thread.join(5)
+            self.server = None
+
+    def wait(self, count: int, seconds: float = 15.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + seconds
+        while len(self.requests) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.requests
+
+    @staticmethod
+    def header(request: dict[str, Any], name: str) -> list[str]:
+        return [v for k, v in request["headers"] if k == name.lower()]

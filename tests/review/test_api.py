@@ -175,7 +175,7 @@ def test_approve_forwards_the_held_comment_as_its_author_and_remove_calls_the_si
     assert stats["rules"]["comments"] == {"decided": 2, "confirmed": 1, "precision": 0.5}
     assert stats["decisions_per_moderator"]["mia"] == {"approve": 1, "remove": 1}
     deliveries = api(gw, "GET", "/review/webhooks?state=delivered", mia).json()["deliveries"]
-    assert [d["item_id"] for d in deliveries] == [remove_id]
+    assert sorted((d["event"], d["item_id"]) for d in deliveries) == [("forward", approve_id), ("remove", remove_id)]
 
 
 def test_ban_bans_the_tsgate_account_and_ends_its_sessions(gw: GatewayProc, hook: Receiver) -> None:
@@ -219,8 +219,9 @@ def test_a_webhook_that_keeps_failing_is_dead_lettered_and_can_be_retried(gw: Ga
 
 
 def test_appeal_is_a_queue_item_linked_to_the_original_decision(gw: GatewayProc) -> None:
-    """POST /_tsgate/appeals with a held comment's decision id makes an appeal item; unknown ids
-    are refused, and appeals are rate-limited per principal."""
+    """POST /_tsgate/appeals with a held comment's decision id makes an appeal item linked to the
+    original and its evidence, with the original's priority; unknown ids are refused, and appeals
+    are rate-limited per principal."""
     post_id = new_post(gw)
     decision = held(gw, post_id, SPAM)
     auth = {"Authorization": f"Token {backend_token('alice')}"}
@@ -233,6 +234,9 @@ def test_appeal_is_a_queue_item_linked_to_the_original_decision(gw: GatewayProc)
     original = next(i for i in api(gw, "GET", "/review/items?kind=content", ADMIN_TOKEN).json()["items"]
                 if i["decision_id"] == decision)
     assert appeals[0]["content"]["appeal_of"] == original["id"]
+    # priority = score x reach (no follow detectors here: reach 1); the appeal is as urgent as its original
+    assert original["priority"] == round(original["score"] * 100) and original["content"]["reach"]["value"] == 1
+    assert appeals[0]["priority"] == original["priority"] and appeals[0]["symbols"] == original["symbols"]
     again = post_json(gw.port, "/_tsgate/appeals", {"decision_id": decision, "message": "Please"}, auth)
     assert again.status == 202  # the same appeal again: one item
     limited = post_json(gw.port, "/_tsgate/appeals", {"decision_id": decision, "message": "Please!"}, auth)
