@@ -257,11 +257,12 @@ class ModerationGuard:
         return enqueue
 
 
-# Never stored with a held request (and so never replayed): credentials — the replay re-asserts
+# Never stored with a held request (and so never replayed): credentials (tsgate's own too) — the replay re-asserts
 # the author's identity the way tsgate does for live requests — and framing/routing headers that
 # tsgate sets itself. The proxy already dropped hop-by-hop, forwarding-family and X-Tsgate-* ones.
-_NOT_KEPT = frozenset({b"authorization", b"cookie", b"proxy-authorization", b"host", b"content-length",
-                       b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade",
+_NOT_KEPT = frozenset({b"authorization", b"cookie", b"proxy-authorization", b"tsgate-clearance", b"host",
+                       b"content-length", b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding",
+                       b"upgrade",
                        b"expect", b"forwarded", b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto",
                        b"x-real-ip"})
 _MAX_KEPT_HEADERS, _MAX_KEPT_HEADER_BYTES = 100, 32 * 1024

@@ -34,8 +34,9 @@ FORWARD = "forward"  # the outbox event of an approved held request
 _CONTENT_TYPE_DEFAULT = "application/octet-stream"
 # Never replayed from a stored request, whatever an older row holds: credentials, framing, and what
 # only tsgate sets (the identity is re-asserted below, as the proxy does for live requests).
-_NEVER_REPLAYED = frozenset({"authorization", "cookie", "proxy-authorization", "host", "content-length",
-                             "connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade", "expect",
+_NEVER_REPLAYED = frozenset({"authorization", "cookie", "proxy-authorization", "tsgate-clearance", "host",
+                             "content-length", "connection", "keep-alive", "te", "trailer", "transfer-encoding",
+                             "upgrade", "expect",
                              "forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip",
                              "proxy-connection"})
 

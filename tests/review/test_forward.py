@@ -1,7 +1,8 @@
 """Approving a held request on a real `tsgate run` process: the backend receives the original
 request — method, path, body and the client's own headers (content type, X-Client-*,
 Accept-Language) — as its author (tsgate's identity headers), never the stripped credentials
-(Authorization, Cookie, Proxy-Authorization) or a client's X-Tsgate-* copy. A backend that is down
+(Authorization, Cookie, Proxy-Authorization, tsgate's own Tsgate-Clearance) or a client's
+X-Tsgate-* copy. A backend that is down
 when the moderator approves: the decision stands, the console shows the forward as retrying, and
 a *restarted* gateway delivers it once the backend is up. A backend that keeps failing: the
 forward is dead-lettered after its attempts, and a moderator's retry delivers it."""
@@ -30,8 +31,9 @@ from tests.review.helpers import (
 from tests.review.test_console import page, sign_in
 
 ORIGINAL = {"Accept-Language": "fr-CH, fr;q=0.9", "X-Client-Version": "7.1 (android)", "Accept": "application/json",
-            "Cookie": "session=s3cret-cookie", "Proxy-Authorization": "Basic c2VjcmV0", "X-Tsgate-User": "mallory"}
-NEVER = ("authorization", "cookie", "proxy-authorization")
+            "Cookie": "session=s3cret-cookie", "Proxy-Authorization": "Basic c2VjcmV0", "X-Tsgate-User": "mallory",
+            "Tsgate-Clearance": "v1.unused-clearance"}
+NEVER = ("authorization", "cookie", "proxy-authorization", "tsgate-clearance")
 
 
 @pytest.fixture
