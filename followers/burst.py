@@ -22,6 +22,7 @@ and so is each such later follower while the flag lasts (``flag_ttl_s``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import deque
 
@@ -29,7 +30,7 @@ from followers.bounded import LRU
 from followers.config import BurstSettings
 from followers.events import FollowEvent
 from followers.findings import AccountFlag, Finding, TargetFlag
-from followers.stats import bernstein_log_sf, bh_cutoff
+from followers.stats import bernstein_log_sf, bh_cutoff, binomial_log_sf
 
 __all__ = ["BurstDetector", "TargetState"]
 
@@ -39,8 +40,9 @@ _LOG_SF_FLOOR = -1e6
 class TargetState:
     """Counters of one target (bounded by the detector's LRU)."""
 
-    __slots__ = ("base_n", "base_s", "base_ss", "bucket", "cur_n", "cur_s", "cur_ss", "flag_until", "flagged",
-                 "member_floor", "prev_n", "prev_s", "since", "suspects", "vol", "vol_ts")
+    __slots__ = ("base_f", "base_k", "base_n", "base_s", "base_ss", "bucket", "cur_f", "cur_k", "cur_n", "cur_s",
+                 "cur_ss", "flag_rate", "flag_scale", "flag_until", "flagged", "member_classes", "prev_f", "prev_k",
+                 "prev_n", "prev_s", "since", "suspects", "vol", "vol_ts")
     # base_* and cur_ss are per scale: each window length has its own baseline, folded from that
     # scale's closed windows — the 10-minute test learns a new target in minutes, the 24-hour test
     # compares with whole days, and neither is tested before it has history (except the smallest,
@@ -57,13 +59,23 @@ class TargetState:
         self.base_n = [0.0] * scales
         self.base_s = [0.0] * scales
         self.base_ss = [0.0] * scales
+        # Counts of risky (risk >= member_min_risk) and first-seen followers, for the share test
+        # and the membership posterior, with their closed-window baselines.
+        self.cur_k = [0] * scales
+        self.prev_k = [0] * scales
+        self.base_k = [0.0] * scales
+        self.cur_f = [0] * scales
+        self.prev_f = [0] * scales
+        self.base_f = [0.0] * scales
         self.vol = 0.0
         self.vol_ts = 0.0
         self.since = 0.0  # first follow seen
         self.flag_until = 0.0
         self.flagged: TargetFlag | None = None
-        self.member_floor = 0.0
-        self.suspects: deque[tuple[float, str, float]] = deque()
+        self.flag_scale = 0
+        self.flag_rate = 0.0  # the usual follower rate (per second) when the flag was raised, frozen
+        self.member_classes = 0  # bit 2*risky+first_seen: follower classes labelled under this flag
+        self.suspects: deque[tuple[float, str, float, bool]] = deque()  # (ts, actor, risk, first seen)
 
 
 class BurstDetector:
@@ -72,12 +84,14 @@ class BurstDetector:
         self.score_cap = score_cap
         self.targets: LRU[str, TargetState] = LRU(s.max_targets)
         self._scales = s.scales
-        self._log_scales = math.log(len(s.scales))
+        self._log_tests = math.log(2 * len(s.scales))
         self._tau = s.baseline_half_life_s / math.log(2)
         # Global follower population (decayed): the prior every target is shrunk towards.
         self.g_n = 0.0
         self.g_s = 0.0
         self.g_ss = 0.0
+        self.g_k = 0.0
+        self.g_f = 0.0
         self._g_ts: float | None = None
         self.g_vol = 0.0
         self._candidates: dict[str, tuple[float, float]] = {}  # target -> (log p, ts) with p <= fdr
@@ -99,6 +113,8 @@ class BurstDetector:
             self.g_n *= k
             self.g_s *= k
             self.g_ss *= k
+            self.g_k *= k
+            self.g_f *= k
             self.g_vol *= k
             self._g_ts = ts
 
@@ -133,16 +149,29 @@ class BurstDetector:
 
     # -- the per-event path --------------------------------------------------------------------
 
-    def observe(self, event: FollowEvent, risk: float) -> list[Finding]:
+    def shares(self, state: TargetState, i: int) -> tuple[float, float]:
+        """(risky share, first-seen share) of the target's usual followers at scale ``i``, shrunk
+        towards the global follower population like ``null``."""
+        a = self.settings.prior_strength
+        g = max(self.g_n, 1e-9)
+        n = state.base_n[i] + a
+        return (state.base_k[i] + a * self.g_k / g) / n, (state.base_f[i] + a * self.g_f / g) / n
+
+    def observe(self, event: FollowEvent, risk: float, first_seen: bool = False) -> list[Finding]:
+        """``risk``: the actor's account risk now; ``first_seen``: this is the first event the
+        detectors have seen from the actor (no history here to vouch for it)."""
         if event.action != "follow":
             return []
         s = self.settings
         ts = event.ts
         self._decay_global(ts)
         r = min(risk, self.score_cap)
+        risky = r >= s.member_min_risk
         self.g_n += 1.0
         self.g_s += r
         self.g_ss += r * r
+        self.g_k += risky
+        self.g_f += first_seen
         self.g_vol += 1.0
         nscales = len(self._scales)
         state = self.targets.get_or_create(event.target, lambda: TargetState(nscales))
@@ -154,68 +183,138 @@ class BurstDetector:
         flagged_now = state.flag_until > ts
 
         best_log_p = 0.0
-        best: tuple[int, float, float, float, float] | None = None
+        best: tuple[int, float, float, float] | None = None
+        windows: list[tuple[float, float, float]] = []  # (n, risky, first seen) per scale
         for i, scale in enumerate(self._scales):
             bucket = int(ts // scale)
             if bucket != state.bucket[i]:
                 if state.bucket[i] >= 0:
                     self._fold(state, i, bucket - state.bucket[i], flagged_now, ts)
-                state.prev_n[i] = state.cur_n[i] if bucket == state.bucket[i] + 1 else 0
-                state.prev_s[i] = state.cur_s[i] if bucket == state.bucket[i] + 1 else 0.0
-                state.cur_n[i] = 0
+                consecutive = bucket == state.bucket[i] + 1
+                state.prev_n[i] = state.cur_n[i] if consecutive else 0
+                state.prev_s[i] = state.cur_s[i] if consecutive else 0.0
+                state.prev_k[i] = state.cur_k[i] if consecutive else 0
+                state.prev_f[i] = state.cur_f[i] if consecutive else 0
+                state.cur_n[i] = state.cur_k[i] = state.cur_f[i] = 0
                 state.cur_s[i] = 0.0
                 state.bucket[i] = bucket
             state.cur_n[i] += 1
             state.cur_s[i] += r
             state.cur_ss[i] += r * r
+            state.cur_k[i] += risky
+            state.cur_f[i] += first_seen
             left = 1.0 - (ts - bucket * scale) / scale
             n = state.cur_n[i] + state.prev_n[i] * left
+            k = state.cur_k[i] + state.prev_k[i] * left
+            windows.append((n, k, state.cur_f[i] + state.prev_f[i] * left))
             if n < s.min_followers or (i and state.base_n[i] <= 0.0):
                 continue
+            # Two tests of "drawn unlike the target's usual followers", Bonferroni over both and
+            # over the scales: the mean risk (Bernstein), and the share of risky followers (a
+            # binomial count) — the second has the power when an order's accounts are each only
+            # mildly suspicious but there are many of them.
+            log_p = 0.0
             mu0, var0 = self.null(state, i)
             total = state.cur_s[i] + state.prev_s[i] * left
             excess = total - n * mu0
-            if excess < s.min_mean_excess * n:
-                continue
-            log_p = bernstein_log_sf(excess, n, var0, self.score_cap - mu0) + self._log_scales
+            if excess >= s.min_mean_excess * n:
+                log_p = bernstein_log_sf(excess, n, var0, self.score_cap - mu0)
+            p_risky, _ = self.shares(state, i)
+            if k / n - p_risky >= s.min_share_excess:
+                log_p = min(log_p, binomial_log_sf(k, n, p_risky))
+            log_p += self._log_tests
             if log_p < best_log_p:
                 best_log_p = log_p
-                best = (i, n, total, mu0, var0)
+                best = (i, n, total, mu0)
 
         out: list[Finding] = []
-        if r >= s.member_min_risk:
-            self._remember(state, ts, event.actor, r)
+        self._remember(state, ts, event.actor, r, first_seen)
         if best is not None and self._rejects(event.target, best_log_p, ts):
-            i, n, total, mu0, var0 = best
+            i, n, total, mu0 = best
             window = self._scales[i]
             lift = n / max(self._usual(state, n, window, ts), 1.0)
-            # Members: followers riskier than the target's usual ones by two standard deviations;
-            # by one when the volume says most of the window is excess (lift >= 2: a random
-            # follower of the window is then more likely part of the excess than not).
-            sigma = math.sqrt(var0)
-            member_floor = max(s.member_min_risk, mu0 + (sigma if lift >= 2.0 else 2.0 * sigma))
-            state.member_floor = member_floor
             if not flagged_now:
-                # Look back one window before the flagged one: an order's first followers arrived
-                # before the test had enough of them to be significant.
-                since = ts - 2.0 * window
-                suspects = [(t, a, x) for t, a, x in state.suspects if t > since and x >= member_floor]
-                recent = {a for t, a, _ in suspects if t > ts - window}
-                flag = TargetFlag(event.target, ts, window, round(n), min(1.0, len(recent) / n), total / n, mu0,
-                                  max(best_log_p, _LOG_SF_FLOOR), lift)
-                state.flagged = flag
+                # Membership is judged on the window (up to the flagged one) where the excess
+                # stands out most against the usual traffic: the sharpest view of the order.
+                j = max((j for j in range(i + 1) if windows[j][0] >= s.min_followers),
+                        key=lambda j: windows[j][0] / max(self._usual(state, windows[j][0], self._scales[j], ts), 0.5))
+                state.flag_scale = j
+                # Freeze the usual rate while flagged: the order's own followers must not become
+                # the "usual" traffic its later followers are told apart from.
+                state.flag_rate = self._usual(state, windows[j][0], self._scales[j], ts) / self._scales[j]
+                state.member_classes = 0
+                state.flagged = TargetFlag(event.target, ts, window, round(n), 0.0, total / n, mu0,
+                                           max(best_log_p, _LOG_SF_FLOOR), lift)
+                members = self._label_classes(state, self._member_classes(state, j, windows[j], self._scales[j], ts),
+                                              ts)
+                recent = {f.actor for f in members if f.ts > ts - window}
+                state.flagged = flag = dataclasses.replace(state.flagged, fake_share=min(1.0, len(recent) / n))
                 out.append(flag)
-                out.extend(AccountFlag(a, ts, f"burst:{event.target}", x) for _, a, x in suspects)
-            elif r >= member_floor and self._surging(state, ts):
-                out.append(AccountFlag(event.actor, ts, f"burst:{event.target}", r))
+                out.extend(members)
+                state.flag_until = ts + s.flag_ttl_s
+                return out
             state.flag_until = ts + s.flag_ttl_s
-        elif flagged_now and r >= state.member_floor and self._surging(state, ts):
-            out.append(AccountFlag(event.actor, ts, f"burst:{event.target}", r))
+        if flagged_now and self._surging(state, ts):
+            i = state.flag_scale
+            # As the order goes on the posterior firms up: a class of follower (risky or not,
+            # first seen or not) that becomes a member class labels its earlier followers too.
+            mine = 1 << (2 * risky + first_seen)
+            known = state.member_classes
+            out.extend(self._label_classes(state, self._member_classes(state, i, windows[i], self._scales[i], ts),
+                                           ts))
+            if known & mine:  # (a newly labelled class already included this follower)
+                out.append(AccountFlag(event.actor, ts, f"burst:{event.target}", r))
         return out
+
+    def _label_classes(self, state: TargetState, classes: int, ts: float) -> list[AccountFlag]:
+        """Label the remembered followers of the flagged window (and the one before it: an order's
+        first followers arrived before the test had enough of them) in member ``classes`` not
+        labelled yet under this flag."""
+        new = classes & ~state.member_classes
+        if not new:
+            return []
+        state.member_classes |= new
+        flag = state.flagged
+        since = (flag.ts if flag is not None else ts) - 2.0 * self._scales[state.flag_scale]
+        source = f"burst:{flag.target}" if flag is not None else "burst"
+        return [AccountFlag(a, ts, source, x) for t, a, x, first in state.suspects
+                if t > since and new >> (2 * (x >= self.settings.member_min_risk) + first) & 1]
+
+    def _member_classes(self, state: TargetState, i: int, window_counts: tuple[float, float, float], window: float,
+                        ts: float) -> int:
+        """Who in a flagged window belongs to the excess: a two-class mixture posterior. The window
+        holds ``e`` usual followers (the target's usual rate) and ``n - e`` others; the usual ones
+        are risky / first seen at the target's baseline shares, the others at the shares that
+        explain the window's counts. A follower is a member when P(excess | risky?, first seen?)
+        is at least ``member_posterior``: with a large excess even an account with no risk of its
+        own is most likely part of the order, while in a window that is mostly usual traffic only
+        the risky are. Returns the member classes as bits ``2 * risky + first_seen``."""
+        n, k, f = window_counts
+        usual = max(self._usual(state, n, window, ts), 0.5)  # at least half a usual follower
+        excess = n - usual
+        if excess <= 0:
+            return 0
+        eps = 0.5 / n
+        p_k, p_f = (min(max(p, eps), 1.0 - eps) for p in self.shares(state, i))
+        q_k = min(max((k - usual * p_k) / excess, eps), 1.0 - eps)
+        q_f = min(max((f - usual * p_f) / excess, eps), 1.0 - eps)
+        prior = excess / usual
+        need = self.settings.member_posterior / (1.0 - self.settings.member_posterior)
+        classes = 0
+        for risky in (0, 1):
+            for first in (0, 1):
+                odds = prior * (q_k / p_k if risky else (1.0 - q_k) / (1.0 - p_k))
+                odds *= q_f / p_f if first else (1.0 - q_f) / (1.0 - p_f)
+                if odds >= need:
+                    classes |= 1 << (2 * risky + first)
+        return classes
 
     def _usual(self, state: TargetState, n: float, window: float, ts: float) -> float:
         """The target's usual number of followers in ``window``: its decayed volume without the
-        window's own ``n`` followers, over the time it was seen before the window (at most tau)."""
+        window's own ``n`` followers, over the time it was seen before the window (at most tau);
+        while the target is flagged, the rate frozen when the flag was raised."""
+        if state.flag_until > ts:
+            return state.flag_rate * window
         before = max(state.vol - n, 0.0)
         return before / min(self._tau, max(ts - state.since - window, window)) * window
 
@@ -239,6 +338,8 @@ class BurstDetector:
         state.base_n[i] *= k
         state.base_s[i] *= k
         state.base_ss[i] *= k
+        state.base_k[i] *= k
+        state.base_f[i] *= k
         n = state.cur_n[i]
         if not flagged and n:
             # Bounded influence: a window counts for at most twice the target's usual number of
@@ -256,11 +357,15 @@ class BurstDetector:
             state.base_n[i] += w * n
             state.base_s[i] += w * state.cur_s[i]
             state.base_ss[i] += w * state.cur_ss[i]
+            state.base_k[i] += w * state.cur_k[i]
+            state.base_f[i] += w * state.cur_f[i]
         state.cur_ss[i] = 0.0
 
-    def _remember(self, state: TargetState, ts: float, actor: str, r: float) -> None:
+    def _remember(self, state: TargetState, ts: float, actor: str, r: float, first_seen: bool) -> None:
+        """Keep every follower of the trailing window (bounded): membership is decided when the
+        target is flagged, and may include followers with no risk of their own."""
         suspects = state.suspects
-        horizon = ts - self._scales[-1]
+        horizon = ts - 2.0 * self._scales[-1]
         while suspects and suspects[0][0] <= horizon:
             suspects.popleft()
             self.suspects_total -= 1
@@ -270,7 +375,7 @@ class BurstDetector:
         if self.suspects_total >= self.suspects_cap:
             self.suspects_dropped += 1
             return
-        suspects.append((ts, actor, r))
+        suspects.append((ts, actor, r, first_seen))
         self.suspects_total += 1
 
     def _rejects(self, target: str, log_p: float, ts: float) -> bool:

@@ -115,18 +115,25 @@ class BurstSettings:
 
     ``scales``: trailing windows tested on every follow (10 min catches an order within minutes,
     2 h and 24 h catch drip-feeds). ``fdr``: Benjamini-Hochberg false-discovery rate across
-    targets. ``min_followers`` and ``min_mean_excess`` are the effect-size gate: a flag needs at
-    least that many new followers whose mean risk exceeds the target's usual followers' by at
-    least that much (0.5 = half a strong indicator each) — significance alone would flag any tiny
-    shift on a huge account. ``member_min_risk``: followers at or above it (and above the target's
-    usual mean plus two standard deviations) are labelled when the target is flagged."""
+    targets. Two tests per window: the mean risk of the new followers, and the share of them that
+    are *risky* (risk >= ``member_min_risk``, half a strong indicator). ``min_followers``,
+    ``min_mean_excess`` and ``min_share_excess`` are the effect-size gates: a flag needs at least
+    that many new followers and a mean risk above the target's usual by at least 0.5 (half a
+    strong indicator each), or a risky share above its usual share by at least 0.25 (a quarter of
+    the window more risky accounts than usual) — significance alone would flag any tiny shift on a
+    huge account. ``member_posterior``: when a target is flagged, a follower in the window is
+    labelled when the probability that it belongs to the excess (not to the target's usual
+    followers), given whether it is risky and whether the detectors saw it for the first time, is
+    at least this."""
 
     scales: tuple[float, ...] = (600.0, 7200.0, 86400.0)
     fdr: float = 0.01
     min_family: int = 1000
     min_followers: int = 10
     min_mean_excess: float = 0.5
+    min_share_excess: float = 0.25
     member_min_risk: float = 0.5
+    member_posterior: float = 0.98
     prior_strength: float = 50.0
     variance_floor: float = 0.05
     baseline_half_life_s: float = 3 * 86400.0
@@ -136,7 +143,8 @@ class BurstSettings:
     suspects_per_target: int = 2048
 
     def __post_init__(self) -> None:
-        _positive(self, "fdr", "min_family", "min_followers", "min_mean_excess", "member_min_risk", "prior_strength",
+        _positive(self, "fdr", "min_family", "min_followers", "min_mean_excess", "min_share_excess", "member_min_risk",
+                  "member_posterior", "prior_strength",
                   "variance_floor", "baseline_half_life_s", "flag_ttl_s", "bh_interval_s", "max_targets",
                   "suspects_per_target")
         if not self.scales or any(not (s > 0 and math.isfinite(s)) for s in self.scales):
@@ -145,6 +153,8 @@ class BurstSettings:
             raise FollowersConfigError("BurstSettings.scales: must be increasing")
         if self.fdr >= 1:
             raise FollowersConfigError("BurstSettings.fdr: must be below 1")
+        if self.member_posterior >= 1 or self.min_share_excess >= 1:
+            raise FollowersConfigError("BurstSettings.member_posterior and min_share_excess: must be below 1")
 
 
 @dataclass(frozen=True, slots=True)

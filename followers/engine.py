@@ -39,7 +39,7 @@ class FollowDetection:
     def observe(self, event: FollowEvent) -> Observation:
         self.events += 1
         risk = self.risk.observe(event)
-        findings = self.burst.observe(event, risk.score)
+        findings = self.burst.observe(event, risk.score, risk.first_seen)
         findings.extend(self.lockstep.observe(event, len(self.lockstep.recent)))
         if not findings:
             return Observation(risk, findings)

@@ -47,6 +47,7 @@ class RiskScore:
     score: float
     features: tuple[float, ...]
     weights: tuple[float, ...]
+    first_seen: bool = False  # the first event seen from this account (no history here yet)
 
     def reasons(self, minimum: float = 0.05) -> list[tuple[str, float]]:
         """Named contributions, largest first (what a moderator and the decision log see)."""
@@ -163,6 +164,7 @@ class RiskTracker:
                 state.rate_cur = 0
                 state.rate_bucket = hour
             state.rate_cur += 1
+        first_seen = state.events == 0
         switch = self._context_change(state, event.prefix, event.ua)
         state.events += 1
 
@@ -211,6 +213,6 @@ class RiskTracker:
         w = self._weights
         total = (young * w[0] + fast * w[1] + contentless * w[2] + follow_rate * w[3] + churn * w[4]
                  + shared_network * w[5] + shared_ua * w[6] + switch * w[7] + challenged * w[8])
-        score = RiskScore(min(total, s.score_cap), features, w)
+        score = RiskScore(min(total, s.score_cap), features, w, first_seen)
         state.last = score
         return score

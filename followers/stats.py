@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["bernstein_log_sf", "bh_cutoff", "poisson_log_sf"]
+__all__ = ["bernstein_log_sf", "bh_cutoff", "binomial_log_sf", "poisson_log_sf"]
 
 
 def bernstein_log_sf(excess: float, n: float, variance: float, bound: float) -> float:
@@ -50,3 +50,18 @@ def bh_cutoff(log_ps: Sequence[float], q: float) -> float:
         if log_p <= log_q_over_m + math.log(rank):
             best = log_p
     return best
+
+
+def binomial_log_sf(k: float, n: float, p: float) -> float:
+    """log P(X >= k) for X ~ Binomial(n, p), by the Chernoff bound -n * KL(k/n || p); 0.0 when
+    k <= n*p. Used for "a larger share of this target's new followers are risky than its usual
+    share": a count test, far more powerful than a bound on the mean when most of the excess is
+    a shift in *how many* followers are suspicious rather than *how* suspicious each one is."""
+    if n <= 0 or k <= n * p:
+        return 0.0
+    p = min(max(p, 1e-9), 1.0 - 1e-9)
+    x = min(k / n, 1.0)
+    kl = x * math.log(x / p) if x > 0 else 0.0
+    if x < 1.0:
+        kl += (1.0 - x) * math.log((1.0 - x) / (1.0 - p))
+    return -n * kl
