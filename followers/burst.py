@@ -184,7 +184,6 @@ class BurstDetector:
 
         best_log_p = 0.0
         best: tuple[int, float, float, float] | None = None
-        windows: list[tuple[float, float, float]] = []  # (n, risky, first seen) per scale
         for i, scale in enumerate(self._scales):
             bucket = int(ts // scale)
             if bucket != state.bucket[i]:
@@ -206,7 +205,6 @@ class BurstDetector:
             left = 1.0 - (ts - bucket * scale) / scale
             n = state.cur_n[i] + state.prev_n[i] * left
             k = state.cur_k[i] + state.prev_k[i] * left
-            windows.append((n, k, state.cur_f[i] + state.prev_f[i] * left))
             if n < s.min_followers or (i and state.base_n[i] <= 0.0):
                 continue
             # Two tests of "drawn unlike the target's usual followers", Bonferroni over both and
@@ -219,7 +217,7 @@ class BurstDetector:
             excess = total - n * mu0
             if excess >= s.min_mean_excess * n:
                 log_p = bernstein_log_sf(excess, n, var0, self.score_cap - mu0)
-            p_risky, _ = self.shares(state, i)
+            p_risky = (state.base_k[i] + s.prior_strength * self.g_k / self.g_n) / (state.base_n[i] + s.prior_strength)
             if k / n - p_risky >= s.min_share_excess:
                 log_p = min(log_p, binomial_log_sf(k, n, p_risky))
             log_p += self._log_tests
@@ -234,6 +232,7 @@ class BurstDetector:
             window = self._scales[i]
             lift = n / max(self._usual(state, n, window, ts), 1.0)
             if not flagged_now:
+                windows = [self._window(state, j, ts) for j in range(nscales)]
                 # Membership is judged on the window (up to the flagged one) where the excess
                 # stands out most against the usual traffic: the sharpest view of the order.
                 j = max((j for j in range(i + 1) if windows[j][0] >= s.min_followers),
@@ -260,11 +259,18 @@ class BurstDetector:
             # first seen or not) that becomes a member class labels its earlier followers too.
             mine = 1 << (2 * risky + first_seen)
             known = state.member_classes
-            out.extend(self._label_classes(state, self._member_classes(state, i, windows[i], self._scales[i], ts),
-                                           ts))
+            out.extend(self._label_classes(state, self._member_classes(state, i, self._window(state, i, ts),
+                                                                       self._scales[i], ts), ts))
             if known & mine:  # (a newly labelled class already included this follower)
                 out.append(AccountFlag(event.actor, ts, f"burst:{event.target}", r))
         return out
+
+    def _window(self, state: TargetState, i: int, ts: float) -> tuple[float, float, float]:
+        """(followers, risky, first seen) in scale ``i``'s sliding window ending at ``ts``."""
+        scale = self._scales[i]
+        left = 1.0 - (ts - state.bucket[i] * scale) / scale
+        return (state.cur_n[i] + state.prev_n[i] * left, state.cur_k[i] + state.prev_k[i] * left,
+                state.cur_f[i] + state.prev_f[i] * left)
 
     def _label_classes(self, state: TargetState, classes: int, ts: float) -> list[AccountFlag]:
         """Label the remembered followers of the flagged window (and the one before it: an order's

@@ -41,8 +41,8 @@ Action = tuple[str, int]
 class _Pair:
     __slots__ = ("joined", "members")
 
-    def __init__(self) -> None:
-        self.members: list[str] = []
+    def __init__(self, first: str | None = None) -> None:
+        self.members: list[str] = [] if first is None else [first]
         self.joined = 0  # members already joined into the cohort
 
 
@@ -57,7 +57,10 @@ class LockstepDetector:
         self.signup_pairs: LRU[tuple[str, int], _Pair] = LRU(s.max_pairs)
         self.recent: LRU[str, deque[tuple[str, int, float]]] = LRU(s.max_actors)
         self.action_counts: LRU[Action, int] = LRU(s.max_pairs)
-        self.pairs: LRU[tuple[Action, Action], _Pair] = LRU(s.max_pairs)
+        # A pair with one member is stored as that member's name: most pairs never get a second,
+        # and a plain string is nothing for the garbage collector to scan (an object per pair made
+        # the collector a large share of the per-follow cost).
+        self.pairs: LRU[tuple[Action, Action], _Pair | str] = LRU(s.max_pairs)
         self.parent: dict[str, str] = {}
         self.members: dict[str, list[str]] = {}  # root -> accounts
         self.targets: dict[str, set[str]] = {}  # root -> targets (capped)
@@ -130,7 +133,12 @@ class LockstepDetector:
                 continue
             other: Action = (other_target, other_bucket)
             key = (other, action) if other < action else (action, other)
-            pair = self.pairs.get_or_create(key, _Pair)
+            entry = self.pairs.get(key)
+            if entry is None:
+                self.pairs.put(key, event.actor)
+                continue
+            pair = _Pair(entry) if isinstance(entry, str) else entry
+            self.pairs.put(key, pair)  # (also marks it recently used)
             if len(pair.members) < s.members_per_pair:
                 pair.members.append(event.actor)
             overlap = len(pair.members)
