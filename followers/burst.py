@@ -40,9 +40,9 @@ _LOG_SF_FLOOR = -1e6
 class TargetState:
     """Counters of one target (bounded by the detector's LRU)."""
 
-    __slots__ = ("base_f", "base_k", "base_n", "base_s", "base_ss", "bucket", "cur_f", "cur_k", "cur_n", "cur_s",
-                 "cur_ss", "flag_rate", "flag_scale", "flag_until", "flagged", "member_classes", "prev_f", "prev_k",
-                 "prev_n", "prev_s", "since", "suspects", "vol", "vol_ts")
+    __slots__ = ("base_f", "base_k", "base_n", "base_s", "base_ss", "base_t", "bucket", "cur_f", "cur_k", "cur_n",
+                 "cur_s", "cur_ss", "flag_rate", "flag_scale", "flag_until", "flagged", "member_classes", "prev_f",
+                 "prev_k", "prev_n", "prev_s", "since", "suspects", "vol", "vol_ts")
     # base_* and cur_ss are per scale: each window length has its own baseline, folded from that
     # scale's closed windows — the 10-minute test learns a new target in minutes, the 24-hour test
     # compares with whole days, and neither is tested before it has history (except the smallest,
@@ -59,6 +59,7 @@ class TargetState:
         self.base_n = [0.0] * scales
         self.base_s = [0.0] * scales
         self.base_ss = [0.0] * scales
+        self.base_t = [0.0] * scales  # seconds of the target's history the baselines cover (decayed)
         # Counts of risky (risk >= member_min_risk) and first-seen followers, for the share test
         # and the membership posterior, with their closed-window baselines.
         self.cur_k = [0] * scales
@@ -230,17 +231,17 @@ class BurstDetector:
         if best is not None and self._rejects(event.target, best_log_p, ts):
             i, n, total, mu0 = best
             window = self._scales[i]
-            lift = n / max(self._usual(state, n, window, ts), 1.0)
+            lift = n / max(self._usual(state, i, ts), 1.0)
             if not flagged_now:
                 windows = [self._window(state, j, ts) for j in range(nscales)]
                 # Membership is judged on the window (up to the flagged one) where the excess
                 # stands out most against the usual traffic: the sharpest view of the order.
                 j = max((j for j in range(i + 1) if windows[j][0] >= s.min_followers),
-                        key=lambda j: windows[j][0] / max(self._usual(state, windows[j][0], self._scales[j], ts), 0.5))
+                        key=lambda j: windows[j][0] / max(self._usual(state, j, ts), 0.5))
                 state.flag_scale = j
                 # Freeze the usual rate while flagged: the order's own followers must not become
                 # the "usual" traffic its later followers are told apart from.
-                state.flag_rate = self._usual(state, windows[j][0], self._scales[j], ts) / self._scales[j]
+                state.flag_rate = self._usual(state, j, ts) / self._scales[j]
                 state.member_classes = 0
                 state.flagged = TargetFlag(event.target, ts, window, round(n), 0.0, total / n, mu0,
                                            max(best_log_p, _LOG_SF_FLOOR), lift)
@@ -296,7 +297,7 @@ class BurstDetector:
         own is most likely part of the order, while in a window that is mostly usual traffic only
         the risky are. Returns the member classes as bits ``2 * risky + first_seen``."""
         n, k, f = window_counts
-        usual = max(self._usual(state, n, window, ts), 0.5)  # at least half a usual follower
+        usual = max(self._usual(state, i, ts), 0.5)  # at least half a usual follower
         excess = n - usual
         if excess <= 0:
             return 0
@@ -315,14 +316,25 @@ class BurstDetector:
                     classes |= 1 << (2 * risky + first)
         return classes
 
-    def _usual(self, state: TargetState, n: float, window: float, ts: float) -> float:
-        """The target's usual number of followers in ``window``: its decayed volume without the
-        window's own ``n`` followers, over the time it was seen before the window (at most tau);
-        while the target is flagged, the rate frozen when the flag was raised."""
+    def _rate(self, state: TargetState, i: int) -> float | None:
+        """The target's usual followers per second, from scale ``i``'s closed windows (counted with
+        bounded influence, frozen while flagged), else from the largest smaller scale that has
+        closed windows (more recent traffic, a conservative, higher rate); None until a scale's
+        baseline covers at least one whole window (a target first seen seconds before its first
+        window closed would otherwise take a burst's first seconds for its usual rate)."""
+        for j in range(i, -1, -1):
+            if state.base_t[j] >= self._scales[j]:
+                return state.base_n[j] / state.base_t[j]
+        return None
+
+    def _usual(self, state: TargetState, i: int, ts: float) -> float:
+        """The target's usual number of followers in a window of scale ``i`` (0 for a target with
+        no closed window yet); while the target is flagged, the rate frozen at the flag."""
+        scale = self._scales[i]
         if state.flag_until > ts:
-            return state.flag_rate * window
-        before = max(state.vol - n, 0.0)
-        return before / min(self._tau, max(ts - state.since - window, window)) * window
+            return state.flag_rate * scale
+        rate = self._rate(state, i)
+        return 0.0 if rate is None else rate * scale
 
     def _surging(self, state: TargetState, ts: float) -> bool:
         """Is the target receiving an excess of followers *now* (the smallest window holds at
@@ -333,7 +345,7 @@ class BurstDetector:
         scale = self._scales[0]
         left = 1.0 - (ts - state.bucket[0] * scale) / scale
         n0 = state.cur_n[0] + state.prev_n[0] * left
-        return n0 >= max(self.settings.min_followers, 2.0 * self._usual(state, n0, scale, ts))
+        return n0 >= max(self.settings.min_followers, 2.0 * self._usual(state, 0, ts))
 
     def _fold(self, state: TargetState, i: int, windows: int, flagged: bool, ts: float) -> None:
         """Scale ``i``'s window closed (``windows`` windows passed): fold it into that scale's
@@ -346,25 +358,27 @@ class BurstDetector:
         state.base_ss[i] *= k
         state.base_k[i] *= k
         state.base_f[i] *= k
+        state.base_t[i] *= k
         n = state.cur_n[i]
-        if not flagged and n:
-            # Bounded influence: a window counts for at most twice the target's usual number of
-            # followers per window (at its own mean risk) — the usual rate from its decayed volume
-            # *before* this window, over the time it has been seen — so a surge the test did not
-            # (yet) flag cannot become the baseline it is judged against ten minutes later, while
-            # steady traffic and steady growth fold in fully. Until the target has a window of
-            # history before this one it has no usual rate, and the window folds in fully.
-            history = ts - windows * scale - state.since  # seen before the closed window began
-            w = 1.0
-            if history >= scale:
-                before = max(state.vol - n - 1.0, 0.0)
-                usual = before / min(self._tau, history) * scale
-                w = min(1.0, 2.0 * max(usual, 1.0) / n)
-            state.base_n[i] += w * n
-            state.base_s[i] += w * state.cur_s[i]
-            state.base_ss[i] += w * state.cur_ss[i]
-            state.base_k[i] += w * state.cur_k[i]
-            state.base_f[i] += w * state.cur_f[i]
+        start = state.bucket[i] * scale
+        covered = min(scale, start + scale - state.since)  # the target's first window is partial
+        if not flagged:
+            if n:
+                # Bounded influence: a window counts for at most twice the target's usual number
+                # of followers in it (from the baseline *before* this window), so a surge the test
+                # did not (yet) flag cannot become the baseline it is judged against ten minutes
+                # later, while steady traffic and steady growth fold in fully. Until the target
+                # has a baseline, the window folds in fully.
+                rate = self._rate(state, i)
+                w = 1.0 if rate is None else min(1.0, 2.0 * max(rate * covered, 1.0) / n)
+                state.base_n[i] += w * n
+                state.base_s[i] += w * state.cur_s[i]
+                state.base_ss[i] += w * state.cur_ss[i]
+                state.base_k[i] += w * state.cur_k[i]
+                state.base_f[i] += w * state.cur_f[i]
+            # The time the baseline covers (empty windows in between included): followers per
+            # second of the usual traffic are base_n / base_t, both decayed alike.
+            state.base_t[i] += covered + min(windows - 1, 64) * scale
         state.cur_ss[i] = 0.0
 
     def _remember(self, state: TargetState, ts: float, actor: str, r: float, first_seen: bool) -> None:
