@@ -32,42 +32,43 @@ from followers.events import FollowEvent
 from followers.findings import AccountFlag, Finding, TargetFlag
 from followers.stats import bernstein_log_sf, bh_cutoff, binomial_log_sf
 
-__all__ = ["BurstDetector", "TargetState"]
+__all__ = ["BurstDetector", "TargetState", "Window"]
 
 _LOG_SF_FLOOR = -1e6
 
 
-class TargetState:
-    """Counters of one target (bounded by the detector's LRU)."""
+class Window:
+    """One scale's counters of one target: the sliding window (current and previous bucket) and
+    the baseline folded from its closed windows."""
 
     __slots__ = ("base_f", "base_k", "base_n", "base_s", "base_ss", "base_t", "bucket", "cur_f", "cur_k", "cur_n",
-                 "cur_s", "cur_ss", "flag_rate", "flag_scale", "flag_until", "flagged", "member_classes", "prev_f",
-                 "prev_k", "prev_n", "prev_s", "since", "suspects", "vol", "vol_ts")
-    # base_* and cur_ss are per scale: each window length has its own baseline, folded from that
-    # scale's closed windows — the 10-minute test learns a new target in minutes, the 24-hour test
-    # compares with whole days, and neither is tested before it has history (except the smallest,
-    # which falls back to the global prior so a brand-new target can still be flagged).
+                 "cur_s", "cur_ss", "prev_f", "prev_k", "prev_n", "prev_s")
+
+    def __init__(self) -> None:
+        self.bucket = -1
+        # The sliding window: followers, risk sum (and the current bucket's risk^2 sum), risky and
+        # first-seen followers, in the current and the previous bucket.
+        self.cur_n = self.cur_s = self.cur_ss = self.cur_k = self.cur_f = 0.0
+        self.prev_n = self.prev_s = self.prev_k = self.prev_f = 0.0
+        # Closed-window sums (decayed): followers, risk, risk^2, risky, first seen, and the seconds
+        # of the target's history they cover.
+        self.base_n = self.base_s = self.base_ss = self.base_k = self.base_f = self.base_t = 0.0
+
+
+class TargetState:
+    """Counters of one target (bounded by the detector's LRU). Each scale has its own ``Window``:
+    each window length has its own baseline, folded from that scale's closed windows — the
+    10-minute test learns a new target in minutes, the 24-hour test compares with whole days, and
+    neither is tested before it has history (except the smallest, which falls back to the global
+    prior so a brand-new target can still be flagged). A few objects per target, not a list per
+    counter: the garbage collector scans every container, and targets number in the hundreds of
+    thousands."""
+
+    __slots__ = ("flag_rate", "flag_scale", "flag_until", "flagged", "member_classes", "since", "suspects", "vol",
+                 "vol_ts", "w")
 
     def __init__(self, scales: int) -> None:
-        self.bucket = [-1] * scales
-        self.cur_n = [0] * scales
-        self.cur_s = [0.0] * scales
-        self.prev_n = [0] * scales
-        self.prev_s = [0.0] * scales
-        # Closed-window sums for the baselines: followers, risk, risk^2 (decayed), per scale.
-        self.cur_ss = [0.0] * scales
-        self.base_n = [0.0] * scales
-        self.base_s = [0.0] * scales
-        self.base_ss = [0.0] * scales
-        self.base_t = [0.0] * scales  # seconds of the target's history the baselines cover (decayed)
-        # Counts of risky (risk >= member_min_risk) and first-seen followers, for the share test
-        # and the membership posterior, with their closed-window baselines.
-        self.cur_k = [0] * scales
-        self.prev_k = [0] * scales
-        self.base_k = [0.0] * scales
-        self.cur_f = [0] * scales
-        self.prev_f = [0] * scales
-        self.base_f = [0.0] * scales
+        self.w = [Window() for _ in range(scales)]
         self.vol = 0.0
         self.vol_ts = 0.0
         self.since = 0.0  # first follow seen
@@ -128,9 +129,10 @@ class BurstDetector:
             g_var = max(self.g_ss / self.g_n - g_mu * g_mu, 0.0)
         else:
             g_mu, g_var = 0.0, 0.0
-        n = state.base_n[i] + a
-        mu = (state.base_s[i] + a * g_mu) / n
-        second = (state.base_ss[i] + a * (g_var + g_mu * g_mu)) / n
+        w = state.w[i]
+        n = w.base_n + a
+        mu = (w.base_s + a * g_mu) / n
+        second = (w.base_ss + a * (g_var + g_mu * g_mu)) / n
         return mu, max(second - mu * mu, s.variance_floor)
 
     def share(self, target: str) -> float:
@@ -139,7 +141,7 @@ class BurstDetector:
         state = self.targets.get(target)
         if state is None or self.g_n <= 0:
             return 0.0
-        return state.base_n[-1] / self.g_n
+        return state.w[-1].base_n / self.g_n
 
     def volume(self, target: str) -> float:
         """The target's decayed follow count (about its follows over the last few days)."""
@@ -155,8 +157,9 @@ class BurstDetector:
         towards the global follower population like ``null``."""
         a = self.settings.prior_strength
         g = max(self.g_n, 1e-9)
-        n = state.base_n[i] + a
-        return (state.base_k[i] + a * self.g_k / g) / n, (state.base_f[i] + a * self.g_f / g) / n
+        w = state.w[i]
+        n = w.base_n + a
+        return (w.base_k + a * self.g_k / g) / n, (w.base_f + a * self.g_f / g) / n
 
     def observe(self, event: FollowEvent, risk: float, first_seen: bool = False) -> list[Finding]:
         """``risk``: the actor's account risk now; ``first_seen``: this is the first event the
@@ -175,7 +178,11 @@ class BurstDetector:
         self.g_f += first_seen
         self.g_vol += 1.0
         nscales = len(self._scales)
-        state = self.targets.get_or_create(event.target, lambda: TargetState(nscales))
+        state = self.targets.get(event.target)
+        if state is None:
+            state = self.targets.get_or_create(event.target, lambda: TargetState(nscales))
+        else:
+            self.targets.touch(event.target)
         if state.vol_ts:
             state.vol = state.vol * math.exp(-(ts - state.vol_ts) / self._tau) + 1.0
         else:
@@ -185,40 +192,43 @@ class BurstDetector:
 
         best_log_p = 0.0
         best: tuple[int, float, float, float] | None = None
+        min_followers = s.min_followers
+        global_risky = self.g_k / self.g_n
         for i, scale in enumerate(self._scales):
+            w = state.w[i]
             bucket = int(ts // scale)
-            if bucket != state.bucket[i]:
-                if state.bucket[i] >= 0:
-                    self._fold(state, i, bucket - state.bucket[i], flagged_now, ts)
-                consecutive = bucket == state.bucket[i] + 1
-                state.prev_n[i] = state.cur_n[i] if consecutive else 0
-                state.prev_s[i] = state.cur_s[i] if consecutive else 0.0
-                state.prev_k[i] = state.cur_k[i] if consecutive else 0
-                state.prev_f[i] = state.cur_f[i] if consecutive else 0
-                state.cur_n[i] = state.cur_k[i] = state.cur_f[i] = 0
-                state.cur_s[i] = 0.0
-                state.bucket[i] = bucket
-            state.cur_n[i] += 1
-            state.cur_s[i] += r
-            state.cur_ss[i] += r * r
-            state.cur_k[i] += risky
-            state.cur_f[i] += first_seen
+            if bucket != w.bucket:
+                if w.bucket >= 0:
+                    self._fold(state, i, bucket - w.bucket, flagged_now)
+                if bucket == w.bucket + 1:
+                    w.prev_n, w.prev_s, w.prev_k, w.prev_f = w.cur_n, w.cur_s, w.cur_k, w.cur_f
+                else:
+                    w.prev_n = w.prev_s = w.prev_k = w.prev_f = 0.0
+                w.cur_n = w.cur_s = w.cur_k = w.cur_f = 0.0
+                w.bucket = bucket
+            w.cur_n += 1.0
+            w.cur_s += r
+            w.cur_ss += r * r
+            if risky:
+                w.cur_k += 1.0
+            if first_seen:
+                w.cur_f += 1.0
             left = 1.0 - (ts - bucket * scale) / scale
-            n = state.cur_n[i] + state.prev_n[i] * left
-            k = state.cur_k[i] + state.prev_k[i] * left
-            if n < s.min_followers or (i and state.base_n[i] <= 0.0):
+            n = w.cur_n + w.prev_n * left
+            if n < min_followers or (i and w.base_n <= 0.0):
                 continue
             # Two tests of "drawn unlike the target's usual followers", Bonferroni over both and
             # over the scales: the mean risk (Bernstein), and the share of risky followers (a
             # binomial count) — the second has the power when an order's accounts are each only
             # mildly suspicious but there are many of them.
+            k = w.cur_k + w.prev_k * left
             log_p = 0.0
             mu0, var0 = self.null(state, i)
-            total = state.cur_s[i] + state.prev_s[i] * left
+            total = w.cur_s + w.prev_s * left
             excess = total - n * mu0
             if excess >= s.min_mean_excess * n:
                 log_p = bernstein_log_sf(excess, n, var0, self.score_cap - mu0)
-            p_risky = (state.base_k[i] + s.prior_strength * self.g_k / self.g_n) / (state.base_n[i] + s.prior_strength)
+            p_risky = (w.base_k + s.prior_strength * global_risky) / (w.base_n + s.prior_strength)
             if k / n - p_risky >= s.min_share_excess:
                 log_p = min(log_p, binomial_log_sf(k, n, p_risky))
             log_p += self._log_tests
@@ -269,9 +279,9 @@ class BurstDetector:
     def _window(self, state: TargetState, i: int, ts: float) -> tuple[float, float, float]:
         """(followers, risky, first seen) in scale ``i``'s sliding window ending at ``ts``."""
         scale = self._scales[i]
-        left = 1.0 - (ts - state.bucket[i] * scale) / scale
-        return (state.cur_n[i] + state.prev_n[i] * left, state.cur_k[i] + state.prev_k[i] * left,
-                state.cur_f[i] + state.prev_f[i] * left)
+        w = state.w[i]
+        left = 1.0 - (ts - w.bucket * scale) / scale
+        return w.cur_n + w.prev_n * left, w.cur_k + w.prev_k * left, w.cur_f + w.prev_f * left
 
     def _label_classes(self, state: TargetState, classes: int, ts: float) -> list[AccountFlag]:
         """Label the remembered followers of the flagged window (and the one before it: an order's
@@ -323,8 +333,9 @@ class BurstDetector:
         baseline covers at least one whole window (a target first seen seconds before its first
         window closed would otherwise take a burst's first seconds for its usual rate)."""
         for j in range(i, -1, -1):
-            if state.base_t[j] >= self._scales[j]:
-                return state.base_n[j] / state.base_t[j]
+            w = state.w[j]
+            if w.base_t >= self._scales[j]:
+                return w.base_n / w.base_t
         return None
 
     def _usual(self, state: TargetState, i: int, ts: float) -> float:
@@ -343,24 +354,25 @@ class BurstDetector:
         usual trickle, a new follower is most likely one of its usual ones, whatever the
         trailing day's test still says."""
         scale = self._scales[0]
-        left = 1.0 - (ts - state.bucket[0] * scale) / scale
-        n0 = state.cur_n[0] + state.prev_n[0] * left
+        w = state.w[0]
+        n0 = w.cur_n + w.prev_n * (1.0 - (ts - w.bucket * scale) / scale)
         return n0 >= max(self.settings.min_followers, 2.0 * self._usual(state, 0, ts))
 
-    def _fold(self, state: TargetState, i: int, windows: int, flagged: bool, ts: float) -> None:
+    def _fold(self, state: TargetState, i: int, windows: int, flagged: bool) -> None:
         """Scale ``i``'s window closed (``windows`` windows passed): fold it into that scale's
         baseline, decayed by the time that passed — unless the target is flagged (an attack must
         not become the baseline it is judged against)."""
         scale = self._scales[i]
+        win = state.w[i]
         k = math.exp(-scale * windows / self._tau)
-        state.base_n[i] *= k
-        state.base_s[i] *= k
-        state.base_ss[i] *= k
-        state.base_k[i] *= k
-        state.base_f[i] *= k
-        state.base_t[i] *= k
-        n = state.cur_n[i]
-        start = state.bucket[i] * scale
+        win.base_n *= k
+        win.base_s *= k
+        win.base_ss *= k
+        win.base_k *= k
+        win.base_f *= k
+        win.base_t *= k
+        n = win.cur_n
+        start = win.bucket * scale
         covered = min(scale, start + scale - state.since)  # the target's first window is partial
         if not flagged:
             if n:
@@ -370,16 +382,16 @@ class BurstDetector:
                 # later, while steady traffic and steady growth fold in fully. Until the target
                 # has a baseline, the window folds in fully.
                 rate = self._rate(state, i)
-                w = 1.0 if rate is None else min(1.0, 2.0 * max(rate * covered, 1.0) / n)
-                state.base_n[i] += w * n
-                state.base_s[i] += w * state.cur_s[i]
-                state.base_ss[i] += w * state.cur_ss[i]
-                state.base_k[i] += w * state.cur_k[i]
-                state.base_f[i] += w * state.cur_f[i]
+                weight = 1.0 if rate is None else min(1.0, 2.0 * max(rate * covered, 1.0) / n)
+                win.base_n += weight * n
+                win.base_s += weight * win.cur_s
+                win.base_ss += weight * win.cur_ss
+                win.base_k += weight * win.cur_k
+                win.base_f += weight * win.cur_f
             # The time the baseline covers (empty windows in between included): followers per
             # second of the usual traffic are base_n / base_t, both decayed alike.
-            state.base_t[i] += covered + min(windows - 1, 64) * scale
-        state.cur_ss[i] = 0.0
+            win.base_t += covered + min(windows - 1, 64) * scale
+        win.cur_ss = 0.0
 
     def _remember(self, state: TargetState, ts: float, actor: str, r: float, first_seen: bool) -> None:
         """Keep every follower of the trailing window (bounded): membership is decided when the
