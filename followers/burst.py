@@ -22,7 +22,6 @@ and so is each such later follower while the flag lasts (``flag_ttl_s``)."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections import deque
 
@@ -30,11 +29,12 @@ from followers.bounded import LRU
 from followers.config import BurstSettings
 from followers.events import FollowEvent
 from followers.findings import AccountFlag, Finding, TargetFlag
-from followers.stats import bernstein_log_sf, bh_cutoff, binomial_log_sf
+from followers.stats import bernstein_log_sf, bh_cutoff, binomial_log_sf, poisson_log_sf
 
 __all__ = ["BurstDetector", "TargetState", "Window"]
 
 _LOG_SF_FLOOR = -1e6
+_LOG_SURGE_P = math.log(0.01)
 
 
 class Window:
@@ -253,12 +253,12 @@ class BurstDetector:
                 # the "usual" traffic its later followers are told apart from.
                 state.flag_rate = self._usual(state, j, ts) / self._scales[j]
                 state.member_classes = 0
-                state.flagged = TargetFlag(event.target, ts, window, round(n), 0.0, total / n, mu0,
-                                           max(best_log_p, _LOG_SF_FLOOR), lift)
+                n_j = windows[j][0]
+                fake_share = max(0.0, n_j - state.flag_rate * self._scales[j]) / n_j
+                state.flagged = flag = TargetFlag(event.target, ts, window, round(n), fake_share, total / n, mu0,
+                                                  max(best_log_p, _LOG_SF_FLOOR), lift)
                 members = self._label_classes(state, self._member_classes(state, j, windows[j], self._scales[j], ts),
                                               ts)
-                recent = {f.actor for f in members if f.ts > ts - window}
-                state.flagged = flag = dataclasses.replace(state.flagged, fake_share=min(1.0, len(recent) / n))
                 out.append(flag)
                 out.extend(members)
                 state.flag_until = ts + s.flag_ttl_s
@@ -348,15 +348,21 @@ class BurstDetector:
         return 0.0 if rate is None else rate * scale
 
     def _surging(self, state: TargetState, ts: float) -> bool:
-        """Is the target receiving an excess of followers *now* (the smallest window holds at
-        least min_followers and twice its usual count)? A flag lasts ``flag_ttl_s``, but a later
-        follower is labelled by it only while the surge goes on: once the target is back to its
-        usual trickle, a new follower is most likely one of its usual ones, whatever the
-        trailing day's test still says."""
-        scale = self._scales[0]
-        w = state.w[0]
-        n0 = w.cur_n + w.prev_n * (1.0 - (ts - w.bucket * scale) / scale)
-        return n0 >= max(self.settings.min_followers, 2.0 * self._usual(state, 0, ts))
+        """Is the target still receiving an excess of followers *now*? A flag lasts
+        ``flag_ttl_s``, but a later follower is labelled by it only while the surge goes on: once
+        the target is back to its usual trickle, a new follower is most likely one of its usual
+        ones, whatever the flag still says. "Now" is a window up to the flag's scale but never the
+        longest one (a day-long window stays high for a day after a one-hour order ended): some
+        such window holds twice its usual count, significantly (Poisson, p <= 1 %, the usual
+        count at least half a follower)."""
+        for j in range(min(state.flag_scale, len(self._scales) - 2) + 1):
+            scale = self._scales[j]
+            w = state.w[j]
+            n = w.cur_n + w.prev_n * (1.0 - (ts - w.bucket * scale) / scale)
+            usual = max(self._usual(state, j, ts), 0.5)
+            if n >= 2.0 * usual and poisson_log_sf(n, usual) <= _LOG_SURGE_P:
+                return True
+        return False
 
     def _fold(self, state: TargetState, i: int, windows: int, flagged: bool) -> None:
         """Scale ``i``'s window closed (``windows`` windows passed): fold it into that scale's

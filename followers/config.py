@@ -133,7 +133,7 @@ class BurstSettings:
     min_mean_excess: float = 0.5
     min_share_excess: float = 0.25
     member_min_risk: float = 0.5
-    member_posterior: float = 0.98
+    member_posterior: float = 0.99
     prior_strength: float = 50.0
     variance_floor: float = 0.05
     baseline_half_life_s: float = 3 * 86400.0

@@ -115,7 +115,10 @@ def score(result: Replay, labels: dict[str, Any]) -> dict[str, Any]:
     orders = labels.get("orders") or [{"kind": k, "target": t} for t, k in targets.items()]
     for order in orders:
         target, kind = str(order["target"]), str(order["kind"])
-        delivered = [(ts, a) for ts, a in result.followed.get(target, []) if accounts.get(a) == kind]
+        # The order's own follows: from its start when the labels give one (a hijacked account may
+        # have followed the target organically days before it was taken over).
+        start = float(order.get("start", float("-inf")))
+        delivered = [(ts, a) for ts, a in result.followed.get(target, []) if accounts.get(a) == kind and ts >= start]
         if not delivered:
             continue
         first = min(ts for ts, _ in delivered)

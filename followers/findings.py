@@ -13,8 +13,9 @@ __all__ = ["AccountFlag", "CohortFound", "Finding", "TargetFlag"]
 @dataclass(frozen=True, slots=True)
 class TargetFlag:
     """"Suspected purchased followers": ``target``'s new followers over the trailing ``window_s``
-    are far riskier than its usual followers. ``fake_share`` is the share of those followers
-    whose own risk marks them as likely fake; ``log_p`` the burst test's log p-value bound."""
+    are far riskier than its usual followers. ``fake_share`` is the estimated share of those
+    followers that are not the target's usual traffic (the window's excess over its usual rate:
+    the order, when the test is right); ``log_p`` the burst test's log p-value bound."""
 
     target: str
     ts: float
