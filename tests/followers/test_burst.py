@@ -94,3 +94,84 @@ def test_target_state_is_bounded() -> None:
     for i in range(5000):
         det.observe(ev(T0 + i, f"a{i}", f"t{i}"), 0.0)
     assert len(det.targets) == 100
+
+
+def _quiet_target(det: BurstDetector, target: str, start: float, followers: int = 40) -> float:
+    """A target with a slow, steady audience of established, low-risk followers; returns the end."""
+    ts = start
+    for i in range(followers):
+        ts = start + i * 3000
+        det.observe(ev(ts, f"{target}-fan{i}", target), 0.0)
+    return ts
+
+
+def test_mildly_risky_order_is_flagged_by_the_share_of_risky_followers() -> None:
+    """80 accounts each only mildly risky (0.6: under the mean test's 0.5 excess over a usual 0.3)
+    but all of them risky, where the target's usual followers rarely are: the binomial share test
+    flags the target; the same volume of usual-looking followers is not flagged."""
+    rng = random.Random(5)
+    det = BurstDetector()
+    _organic(det, rng, T0, T0 + 2 * DAY)
+    end = _quiet_target(det, "mild", T0 + 0.5 * DAY)
+    findings = []
+    for i in range(80):
+        findings += det.observe(ev(end + 600 + i * 10, f"m{i}", "mild"), 0.6)
+    assert [f.target for f in findings if isinstance(f, TargetFlag)] == ["mild"]
+    end = _quiet_target(det, "calm", T0 + 0.5 * DAY)
+    usual = []
+    for i in range(80):
+        usual += det.observe(ev(end + 600 + i * 10, f"c{i}", "calm"), 0.6 if rng.random() < 0.2 else 0.0)
+    assert not [f for f in usual if isinstance(f, TargetFlag)]
+
+
+def test_accounts_without_risk_of_their_own_are_labelled_by_a_large_excess() -> None:
+    """An order of 150 on a quiet target where a fifth of the accounts carry no risk at all but
+    are seen for the first time: once the excess is established they are labelled with the rest
+    (earlier ones included); the target's established fans following in the same window are not."""
+    rng = random.Random(6)
+    det = BurstDetector()
+    _organic(det, rng, T0, T0 + 2 * DAY)
+    end = _quiet_target(det, "quiet", T0 + 0.5 * DAY)
+    start = end + 3600
+    findings = []
+    clean = {f"aged{i}" for i in range(0, 150, 5)}
+    for i in range(150):
+        actor = f"aged{i}" if f"aged{i}" in clean else f"young{i}"
+        findings += det.observe(ev(start + i * 6, actor, "quiet"), 0.0 if actor in clean else 1.2, first_seen=True)
+        if i % 50 == 25:  # an established fan follows again in the middle of the order
+            findings += det.observe(ev(start + i * 6 + 1, f"quiet-fan{i // 50}", "quiet"), 0.0)
+    labelled = {f.actor for f in findings if isinstance(f, AccountFlag)}
+    assert clean <= labelled
+    assert len(labelled - clean) == 120
+    assert not {a for a in labelled if "fan" in a}
+
+
+def test_a_finished_short_order_stops_labelling_even_while_the_day_window_is_high() -> None:
+    """After a 10-minute order the daily window stays far above usual for a day, but a risky
+    newcomer two hours later is judged on the recent windows: not labelled."""
+    rng = random.Random(7)
+    det = BurstDetector()
+    _organic(det, rng, T0, T0 + 2 * DAY)
+    end = _quiet_target(det, "brief", T0 + 0.5 * DAY)
+    start = end + 3600
+    for i in range(100):
+        det.observe(ev(start + i * 6, f"b{i}", "brief"), 2.0, first_seen=True)
+    assert det.targets.get("brief").flag_until > start + 7200  # type: ignore[union-attr]
+    later = det.observe(ev(start + 7200, "newcomer", "brief"), 2.0, first_seen=True)
+    assert not [f for f in later if isinstance(f, AccountFlag)]
+
+
+def test_a_target_first_seen_during_the_order_does_not_learn_the_order_as_usual() -> None:
+    """A target nobody followed before the order: the first partial window (the order's first
+    seconds) is not taken as its usual rate, so the order's later zero-risk first-seen accounts
+    are still labelled."""
+    rng = random.Random(8)
+    det = BurstDetector()
+    _organic(det, rng, T0, T0 + 2 * DAY)
+    start = (int((T0 + 2 * DAY) // 600) + 1) * 600 - 120  # two minutes before a 10-minute boundary
+    findings = []
+    for i in range(200):
+        risk = 0.0 if i % 4 == 0 else 1.2
+        findings += det.observe(ev(start + i * 6, f"o{i}", "fresh"), risk, first_seen=True)
+    labelled = {f.actor for f in findings if isinstance(f, AccountFlag)}
+    assert {f"o{i}" for i in range(100, 200, 4)} <= labelled

@@ -19,10 +19,13 @@ def report(request: pytest.FixtureRequest) -> dict:
 
 @pytest.mark.parametrize("kind", ATTACK_KINDS)
 def test_each_attack_kind_is_detected(report: dict, kind: str) -> None:
-    """Every order kind is found (at least one order, a third of its accounts) with high precision."""
+    """Every order kind is found (each order, most of its accounts) with high precision; the fast
+    kinds (burst, hijacked accounts) at the issue's F1 bar less a small-sample margin."""
     row = report["by_kind"][kind]
-    assert row["orders_detected"] >= 1, row
-    assert row["recall"] >= 0.3 and row["precision"] >= 0.95, row
+    assert row["orders_missed"] == 0, row
+    assert row["recall"] >= 0.6 and row["precision"] >= 0.98, row
+    if kind in ("burst", "hijacked", "shared_infra"):
+        assert row["f1"] >= 0.95, row
 
 
 def test_viral_spikes_are_not_flagged(report: dict) -> None:
@@ -33,9 +36,10 @@ def test_viral_spikes_are_not_flagged(report: dict) -> None:
 
 
 def test_burst_orders_are_detected_within_minutes(report: dict) -> None:
-    """Fast orders (burst, shared infrastructure) are detected within the 5-minute target or close."""
+    """Fast orders (burst, shared infrastructure) are detected within 5 simulated minutes of the
+    order's first follow (median over orders)."""
     for kind in ("burst", "shared_infra"):
-        assert report["by_kind"][kind]["median_time_to_detect_s"] <= 1200, report["by_kind"][kind]
+        assert report["by_kind"][kind]["median_time_to_detect_s"] <= 300, report["by_kind"][kind]
 
 
 def test_simulation_is_deterministic() -> None:
