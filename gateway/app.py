@@ -21,6 +21,7 @@ from captcha.page import ChallengePage
 from captcha.runtime import CaptchaRuntime
 from followers.eventlog import EventLogConsumer
 from followers.events import FollowEvent
+from followers.guard import FollowGuard
 from gateway.core.asgi import Receive, Send
 from gateway.core.clock import Clock, SystemClock
 from gateway.core.context import Principal, RequestContext
@@ -140,6 +141,16 @@ class Gateway:
             "tsgate_redis_commands", "Redis commands sent and the round trips (pipelines) that carried them, "
             "per client (state store, rate limiter): commands / round_trips is the batching factor.",
             ["client", "kind"], self._redis_counts)
+        self.metrics.add_counter_source(
+            "tsgate_followers_follows", "Follow requests seen by the follow guards, by route and outcome "
+            "(checked, recorded, denied, challenged, shadow, ...; since the policy was loaded).",
+            ["route", "outcome"], self._follow_counts)
+        self.metrics.add_counter_source(
+            "tsgate_followers_findings", "What the fake-follower detectors' findings became: labels, review "
+            "items and their errors (since the process started).", ["kind"], self._follow_findings)
+        self.metrics.add_gauge_source(
+            "tsgate_followers_detector_state", "Fake-follower detector state: events seen, accounts, targets, "
+            "networks, lockstep pairs tracked, and evictions from the capped maps.", ["kind"], self._follow_state)
 
     # -- policy ---------------------------------------------------------------------------------
     @property
@@ -267,6 +278,23 @@ class Gateway:
                         for outcome, n in counts.items():
                             totals[(limit, outcome)] = totals.get((limit, outcome), 0.0) + n
         return list(totals.items())
+
+    def _follow_counts(self) -> list[tuple[tuple[str, str], float]]:
+        totals: dict[tuple[str, str], float] = {}
+        for rule in self.compiled.rules:
+            for guard in rule.pipeline.guards:
+                if isinstance(guard, FollowGuard):
+                    for outcome, n in guard.counters.items():
+                        totals[(rule.id, outcome)] = totals.get((rule.id, outcome), 0.0) + n
+        return list(totals.items())
+
+    def _follow_findings(self) -> list[tuple[tuple[str], float]]:
+        followers = self.followers
+        return [] if followers is None else [((k,), float(v)) for k, v in followers.actions.counters.items()]
+
+    def _follow_state(self) -> list[tuple[tuple[str], float]]:
+        followers = self.followers
+        return [] if followers is None else [((k,), float(v)) for k, v in followers.engine.stats().items()]
 
     async def start(self) -> None:
         """Async start-up: connect to the state store and the limiter's storage before traffic

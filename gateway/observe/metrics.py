@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 __all__ = ["CounterSource", "Metrics"]
@@ -26,6 +26,16 @@ class _CallbackCounters(Collector):
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
         for values, count in self.source():
             family.add_metric(list(values), count)
+        yield family
+
+
+class _CallbackGauges(_CallbackCounters):
+    """A gauge family read at scrape time from a callback (sizes of state a component keeps)."""
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:  # type: ignore[override]
+        family = GaugeMetricFamily(self.name, self.documentation, labels=self.labels)
+        for values, value in self.source():
+            family.add_metric(list(values), value)
         yield family
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -66,6 +76,10 @@ class Metrics:
     def add_counter_source(self, name: str, documentation: str, labels: Sequence[str],
                            source: CounterSource) -> None:
         self.registry.register(_CallbackCounters(name, documentation, labels, source))
+
+    def add_gauge_source(self, name: str, documentation: str, labels: Sequence[str],
+                         source: CounterSource) -> None:
+        self.registry.register(_CallbackGauges(name, documentation, labels, source))
 
     def observe_request(self, rule: str, decision: str, status: int, seconds: float) -> None:
         key = (rule, decision, status)

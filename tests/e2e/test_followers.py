@@ -16,7 +16,7 @@ from pathlib import Path
 import jwt
 import pytest
 
-from tests.conftest import Backend, GatewayProc, policy_text, redis_url, request
+from tests.conftest import ADMIN_TOKEN, Backend, GatewayProc, policy_text, redis_url, request
 
 SECRET = "backend-shared-secret-0123456789abcdef"
 ROUTES = """
@@ -75,6 +75,14 @@ def test_a_scripted_follow_order_is_one_cohort_in_review_and_flags_its_targets(
     again = follow(gw, "fake3", now - 3 * 3600, "creator1", "203.0.113.13", "panel-bot/2.1")
     assert again == 403  # labelled: the account's follows are refused while it is reviewed
     assert follow(gw, "person5", now - 900 * 86400, "creator1", "198.5.0.9", browsers[0]) == 200
+    metrics = request(gw.admin_port, "GET", "/metrics",
+                      headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).body.decode()
+    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith("tsgate_followers_")}
+    assert samples['tsgate_followers_follows_total{outcome="recorded",route="follow"}'] >= 900 + first_refusal
+    assert samples['tsgate_followers_follows_total{outcome="denied",route="follow"}'] >= 2
+    assert samples['tsgate_followers_findings_total{kind="labels"}'] >= 10
+    assert samples['tsgate_followers_detector_state{kind="events"}'] >= 900 + first_refusal
     gw.proc.terminate()  # a clean stop writes cohorts still settling
     gw.proc.wait(15)
 
