@@ -64,8 +64,8 @@ class TargetState:
     counter: the garbage collector scans every container, and targets number in the hundreds of
     thousands."""
 
-    __slots__ = ("flag_rate", "flag_scale", "flag_until", "flagged", "member_classes", "since", "suspects", "vol",
-                 "vol_ts", "w")
+    __slots__ = ("flag_rate", "flag_scale", "flag_until", "flagged", "member_classes", "reported", "since", "suspects",
+                 "vol", "vol_ts", "w")
 
     def __init__(self, scales: int) -> None:
         self.w = [Window() for _ in range(scales)]
@@ -77,6 +77,7 @@ class TargetState:
         self.flag_scale = 0
         self.flag_rate = 0.0  # the usual follower rate (per second) when the flag was raised, frozen
         self.member_classes = 0  # bit 2*risky+first_seen: follower classes labelled under this flag
+        self.reported = False  # the flag was reported (some of its followers were labelled)
         self.suspects: deque[tuple[float, str, float, bool]] = deque()  # (ts, actor, risk, first seen)
 
 
@@ -259,8 +260,14 @@ class BurstDetector:
                                                   max(best_log_p, _LOG_SF_FLOOR), lift)
                 members = self._label_classes(state, self._member_classes(state, j, windows[j], self._scales[j], ts),
                                               ts)
-                out.append(flag)
-                out.extend(members)
+                # The target is reported ("suspected purchased followers") once some of its new
+                # followers are confidently the excess — now, or later in the surge. A window that
+                # is only somewhat unusual (a popular account that an order's accounts also follow
+                # as camouflage) freezes the baseline and keeps watching, but files nothing.
+                state.reported = bool(members)
+                if members:
+                    out.append(flag)
+                    out.extend(members)
                 state.flag_until = ts + s.flag_ttl_s
                 return out
             state.flag_until = ts + s.flag_ttl_s
@@ -270,8 +277,12 @@ class BurstDetector:
             # first seen or not) that becomes a member class labels its earlier followers too.
             mine = 1 << (2 * risky + first_seen)
             known = state.member_classes
-            out.extend(self._label_classes(state, self._member_classes(state, i, self._window(state, i, ts),
-                                                                       self._scales[i], ts), ts))
+            members = self._label_classes(state, self._member_classes(state, i, self._window(state, i, ts),
+                                                                      self._scales[i], ts), ts)
+            if members and not state.reported and state.flagged is not None:
+                state.reported = True
+                out.append(state.flagged)
+            out.extend(members)
             if known & mine:  # (a newly labelled class already included this follower)
                 out.append(AccountFlag(event.actor, ts, f"burst:{event.target}", r))
         return out
