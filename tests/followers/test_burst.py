@@ -175,3 +175,23 @@ def test_a_target_first_seen_during_the_order_does_not_learn_the_order_as_usual(
         findings += det.observe(ev(start + i * 6, f"o{i}", "fresh"), risk, first_seen=True)
     labelled = {f.actor for f in findings if isinstance(f, AccountFlag)}
     assert {f"o{i}" for i in range(100, 200, 4)} <= labelled
+
+
+def test_a_busy_account_with_a_modest_risky_surge_is_watched_not_reported() -> None:
+    """A popular account (a follower a minute, a few of them risky) gets 25 extra risky followers
+    in ten minutes — the camouflage an order's accounts add to popular accounts: the window is
+    unusual enough to freeze the baseline, but nobody in it is confidently the excess, so no
+    target is reported and nobody is labelled; its usual followers keep being ignored."""
+    rng = random.Random(9)
+    det = BurstDetector()
+    _organic(det, rng, T0, T0 + 2 * DAY)
+    findings = []
+    ts = T0
+    for i in range(2 * 24 * 60):  # two days of steady traffic
+        ts = T0 + i * 60
+        findings += det.observe(ev(ts, f"p{i}", "popular"), 0.6 if rng.random() < 0.1 else 0.0)
+    for i in range(25):
+        findings += det.observe(ev(ts + 10 + i * 24, f"camo{i}", "popular"), 0.6)
+    state = det.targets.get("popular")
+    assert state is not None and state.flag_until > ts  # watched: the baseline is frozen
+    assert not [f for f in findings if isinstance(f, TargetFlag | AccountFlag)]
