@@ -48,14 +48,21 @@ class EventLog(Protocol):
     async def close(self) -> None: ...
 
 
+_Row = tuple[int, float, str, str, str, str, str, float | None, int | None, int]
+
+
 class MemoryEventLog:
-    """An in-process ring of the newest ``max_len`` events (one worker, tests, the demo)."""
+    """An in-process ring of the newest ``max_len`` events (one worker, tests, the demo).
+
+    Entries are kept as flat tuples of plain values, not ``FollowEvent`` objects: the collector
+    stops tracking a tuple of atoms, where a million event objects would be scanned by every
+    full garbage collection of the process."""
 
     def __init__(self, max_len: int = DEFAULT_MAX_LEN) -> None:
         if max_len < 1:
             raise FollowersConfigError("event log max_len must be at least 1")
         self.max_len = max_len
-        self._entries: deque[tuple[int, FollowEvent]] = deque(maxlen=max_len)
+        self._entries: deque[_Row] = deque(maxlen=max_len)
         self._seq = 0
         self.errors = 0
 
@@ -64,7 +71,8 @@ class MemoryEventLog:
 
     async def append(self, event: FollowEvent) -> bool:
         self._seq += 1
-        self._entries.append((self._seq, event))
+        self._entries.append((self._seq, event.ts, event.actor, event.target, event.action, event.prefix, event.ua,
+                              event.actor_created, event.actor_posts, event.challenges))
         return True
 
     async def read(self, after: str = "0", count: int = 1000) -> list[tuple[str, FollowEvent]]:
@@ -78,7 +86,9 @@ class MemoryEventLog:
         # Ids are consecutive: jump straight to the first entry after `start`.
         first = entries[0][0]
         index = max(0, start - first + 1)
-        return [(f"{seq}-0", event) for seq, event in islice(entries, index, index + count)]
+        return [(f"{row[0]}-0", FollowEvent(row[1], row[2], row[3], row[4], row[5], row[6], row[7],  # type: ignore[arg-type]
+                                            row[8], row[9]))
+                for row in islice(entries, index, index + count)]
 
     async def close(self) -> None:
         return None
