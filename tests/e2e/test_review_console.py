@@ -7,6 +7,7 @@ Screenshots are kept in the test's tmp dir and their paths printed."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -82,8 +83,13 @@ def test_a_moderator_approves_and_removes_held_spam_in_the_browser(
     shots: list[Path] = []
     wait = WebDriverWait(browser, 10)
 
+    # Kept as artifacts of the run (tests/artifacts/ is git-ignored; TSGATE_TEST_ARTIFACTS moves it).
+    artifacts = Path(os.environ.get("TSGATE_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "artifacts"))
+    artifacts = artifacts / "review-console"
+    artifacts.mkdir(parents=True, exist_ok=True)
+
     def shot(name: str) -> None:
-        path = tmp_path / f"{len(shots) + 1:02d}-{name}.png"
+        path = artifacts / f"{len(shots) + 1:02d}-{name}.png"
         assert browser.save_screenshot(str(path))
         shots.append(path)
 
