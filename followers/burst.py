@@ -252,7 +252,9 @@ class BurstDetector:
                 state.flag_scale = j
                 # Freeze the usual rate while flagged: the order's own followers must not become
                 # the "usual" traffic its later followers are told apart from.
-                state.flag_rate = self._usual(state, j, ts) / self._scales[j]
+                # Without any history, half a usual follower per window stands in (conservative).
+                rate = self._rate(state, j)
+                state.flag_rate = rate if rate is not None else 0.5 / self._scales[j]
                 state.member_classes = 0
                 n_j = windows[j][0]
                 fake_share = max(0.0, n_j - state.flag_rate * self._scales[j]) / n_j
@@ -318,7 +320,7 @@ class BurstDetector:
         own is most likely part of the order, while in a window that is mostly usual traffic only
         the risky are. Returns the member classes as bits ``2 * risky + first_seen``."""
         n, k, f = window_counts
-        usual = max(self._usual(state, i, ts), 0.5)  # at least half a usual follower
+        usual = state.flag_rate * window  # frozen at the flag
         excess = n - usual
         if excess <= 0:
             return 0
@@ -346,7 +348,7 @@ class BurstDetector:
         for j in range(i, -1, -1):
             w = state.w[j]
             if w.base_t >= self._scales[j]:
-                return w.base_n / w.base_t
+                return (w.base_n + 1.0) / w.base_t  # one pseudo-follower: an unseen rate is not zero
         return None
 
     def _usual(self, state: TargetState, i: int, ts: float) -> float:
