@@ -29,6 +29,7 @@ from followers.bounded import LRU
 from followers.config import BurstSettings
 from followers.events import FollowEvent
 from followers.findings import AccountFlag, Finding, TargetFlag
+from followers.membership import member_class, member_classes
 from followers.stats import bernstein_log_sf, bh_cutoff, binomial_log_sf, poisson_log_sf
 
 __all__ = ["BurstDetector", "TargetState", "Window"]
@@ -76,7 +77,7 @@ class TargetState:
         self.flagged: TargetFlag | None = None
         self.flag_scale = 0
         self.flag_rate = 0.0  # the usual follower rate (per second) when the flag was raised, frozen
-        self.member_classes = 0  # bit 2*risky+first_seen: follower classes labelled under this flag
+        self.member_classes = 0  # member_class bits: follower classes labelled under this flag
         self.reported = False  # the flag was reported (some of its followers were labelled)
         self.suspects: deque[tuple[float, str, float, bool]] = deque()  # (ts, actor, risk, first seen)
 
@@ -277,7 +278,7 @@ class BurstDetector:
             i = state.flag_scale
             # As the order goes on the posterior firms up: a class of follower (risky or not,
             # first seen or not) that becomes a member class labels its earlier followers too.
-            mine = 1 << (2 * risky + first_seen)
+            mine = member_class(risky, first_seen)
             known = state.member_classes
             members = self._label_classes(state, self._member_classes(state, i, self._window(state, i, ts),
                                                                       self._scales[i], ts), ts)
@@ -308,36 +309,15 @@ class BurstDetector:
         since = (flag.ts if flag is not None else ts) - 2.0 * self._scales[state.flag_scale]
         source = f"burst:{flag.target}" if flag is not None else "burst"
         return [AccountFlag(a, ts, source, x) for t, a, x, first in state.suspects
-                if t > since and new >> (2 * (x >= self.settings.member_min_risk) + first) & 1]
+                if t > since and new & member_class(x >= self.settings.member_min_risk, first)]
 
     def _member_classes(self, state: TargetState, i: int, window_counts: tuple[float, float, float], window: float,
                         ts: float) -> int:
-        """Who in a flagged window belongs to the excess: a two-class mixture posterior. The window
-        holds ``e`` usual followers (the target's usual rate) and ``n - e`` others; the usual ones
-        are risky / first seen at the target's baseline shares, the others at the shares that
-        explain the window's counts. A follower is a member when P(excess | risky?, first seen?)
-        is at least ``member_posterior``: with a large excess even an account with no risk of its
-        own is most likely part of the order, while in a window that is mostly usual traffic only
-        the risky are. Returns the member classes as bits ``2 * risky + first_seen``."""
+        """The member classes (``followers.membership``) of scale ``i``'s window under the flag:
+        its usual count from the rate frozen at the flag, the usual traits from the baseline."""
         n, k, f = window_counts
-        usual = state.flag_rate * window  # frozen at the flag
-        excess = n - usual
-        if excess <= 0:
-            return 0
-        eps = 0.5 / n
-        p_k, p_f = (min(max(p, eps), 1.0 - eps) for p in self.shares(state, i))
-        q_k = min(max((k - usual * p_k) / excess, eps), 1.0 - eps)
-        q_f = min(max((f - usual * p_f) / excess, eps), 1.0 - eps)
-        prior = excess / usual
-        need = self.settings.member_posterior / (1.0 - self.settings.member_posterior)
-        classes = 0
-        for risky in (0, 1):
-            for first in (0, 1):
-                odds = prior * (q_k / p_k if risky else (1.0 - q_k) / (1.0 - p_k))
-                odds *= q_f / p_f if first else (1.0 - q_f) / (1.0 - p_f)
-                if odds >= need:
-                    classes |= 1 << (2 * risky + first)
-        return classes
+        p_k, p_f = self.shares(state, i)
+        return member_classes(n, k, f, state.flag_rate * window, p_k, p_f, self.settings.member_posterior)
 
     def _rate(self, state: TargetState, i: int) -> float | None:
         """The target's usual followers per second, from scale ``i``'s closed windows (counted with
