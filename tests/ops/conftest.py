@@ -7,6 +7,7 @@ for the disk-full case. Each fixture stops and removes what it started, also whe
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import shutil
@@ -55,7 +56,7 @@ def safe_request(port: int, method: str, path: str, **kw: object) -> Response | 
     """A request whose transport failure is a value (``"error: ..."``), for load threads."""
     try:
         return request(port, method, path, **kw)  # type: ignore[arg-type]
-    except OSError as exc:
+    except (OSError, http.client.HTTPException) as exc:  # refused, reset, or a response cut short
         return f"error: {type(exc).__name__}: {exc}"
 
 

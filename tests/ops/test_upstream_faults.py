@@ -92,15 +92,24 @@ def test_flapping_upstream_pool_recovers(flapping: FlappingBackend,
     """Four keep-alive clients (GET and POST) while the backend process is killed and restarted on
     the same port three times: while it is down answers are 502 problem+json, never 500 or a
     broken connection; after each restart requests succeed again through fresh upstream
-    connections, without restarting the gateway."""
+    connections, without restarting the gateway. The one exception is a response the backend was
+    in the middle of when it was killed: its head was already forwarded (responses stream), so
+    tsgate cuts the client connection rather than invent the rest of the body — as nginx does."""
     gw = start_gateway(policy_text(flapping.port, OPEN))
     body = json.dumps({"comment": "x" * 200}).encode()
+    kills: list[float] = []
+    cut: list[tuple[float, float, str]] = []  # (started, ended, error) of requests that failed
 
     def hit(index: int) -> Response | str:
+        started = time.monotonic()
         if index % 2:
-            return safe_request(gw.port, "POST", f"/api/debug/echo/flap/{index}", body=body,
-                                headers={"Content-Type": "application/json"}, timeout=5)
-        return safe_request(gw.port, "GET", f"/api/debug/echo/flap/{index}", timeout=5)
+            answer = safe_request(gw.port, "POST", f"/api/debug/echo/flap/{index}", body=body,
+                                  headers={"Content-Type": "application/json"}, timeout=5)
+        else:
+            answer = safe_request(gw.port, "GET", f"/api/debug/echo/flap/{index}", timeout=5)
+        if isinstance(answer, str):
+            cut.append((started, time.monotonic(), answer))
+        return answer
 
     def statuses(answers: list[Response | str]) -> set[int | str]:
         return {a.status if isinstance(a, Response) else a for a in answers}
@@ -109,6 +118,7 @@ def test_flapping_upstream_pool_recovers(flapping: FlappingBackend,
         load.wait(lambda got: len(got) >= 20, 0, 10, "traffic through a healthy upstream")
         for _ in range(3):
             assert statuses(load.since(0)) <= {200, 502}
+            kills.append(time.monotonic())
             flapping.kill()
             killed = time.monotonic()
             load.wait(lambda got: 502 in statuses(got), killed, 10, "502 while the backend is down")
@@ -118,10 +128,14 @@ def test_flapping_upstream_pool_recovers(flapping: FlappingBackend,
             recovered = time.monotonic() + 0.2  # answers already in flight at the restart may be 502
             load.wait(lambda got: len(got) >= 20, recovered, 10, "traffic after the restart")
             assert statuses(load.since(recovered)) == {200}, statuses(load.since(recovered))
-    answers = [a for _, _, a in load.answers]
-    assert not [a for a in answers if isinstance(a, str)], [a for a in answers if isinstance(a, str)][:3]
+    # Only a response in flight at a kill may be cut short, and only as a short read of its body.
+    for started, ended, error in cut:
+        assert error.startswith("error: IncompleteRead") and any(started <= k <= ended for k in kills), (
+            started, ended, error, kills)
+    assert len(cut) <= len(kills) * 4, cut
+    answers = [a for _, _, a in load.answers if isinstance(a, Response)]
     for answer in answers:
-        assert isinstance(answer, Response) and answer.status in (200, 502), answer
+        assert answer.status in (200, 502), answer
         if answer.status == 502:
             assert assert_problem(answer)["reason"] == "upstream.unavailable"
     stats = request(gw.admin_port, "GET", "/metrics").body.decode()
