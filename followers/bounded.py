@@ -52,10 +52,6 @@ class LRU(Generic[K, V]):
             data.move_to_end(key)
         return value
 
-    def touch(self, key: K) -> None:
-        """Mark ``key`` (present) as the most recently used."""
-        self._data.move_to_end(key)
-
     def put(self, key: K, value: V) -> None:
         data = self._data
         data[key] = value

@@ -157,11 +157,14 @@ class BurstDetector:
     def shares(self, state: TargetState, i: int) -> tuple[float, float]:
         """(risky share, first-seen share) of the target's usual followers at scale ``i``, shrunk
         towards the global follower population like ``null``."""
-        a = self.settings.prior_strength
-        g = max(self.g_n, 1e-9)
         w = state.w[i]
-        n = w.base_n + a
-        return (w.base_k + a * self.g_k / g) / n, (w.base_f + a * self.g_f / g) / n
+        return self._shrunk(w.base_k, w.base_n, self.g_k), self._shrunk(w.base_f, w.base_n, self.g_f)
+
+    def _shrunk(self, count: float, base_n: float, global_count: float) -> float:
+        """A baseline share ``count / base_n`` shrunk towards the global share ``global_count / g_n``
+        with ``prior_strength`` pseudo-followers."""
+        a = self.settings.prior_strength
+        return (count + a * global_count / max(self.g_n, 1e-9)) / (base_n + a)
 
     def observe(self, event: FollowEvent, risk: float, first_seen: bool = False) -> list[Finding]:
         """``risk``: the actor's account risk now; ``first_seen``: this is the first event the
@@ -180,11 +183,7 @@ class BurstDetector:
         self.g_f += first_seen
         self.g_vol += 1.0
         nscales = len(self._scales)
-        state = self.targets.get(event.target)
-        if state is None:
-            state = self.targets.get_or_create(event.target, lambda: TargetState(nscales))
-        else:
-            self.targets.touch(event.target)
+        state = self.targets.get_or_create(event.target, lambda: TargetState(nscales))
         if state.vol_ts:
             state.vol = state.vol * math.exp(-(ts - state.vol_ts) / self._tau) + 1.0
         else:
@@ -195,7 +194,6 @@ class BurstDetector:
         best_log_p = 0.0
         best: tuple[int, float, float, float] | None = None
         min_followers = s.min_followers
-        global_risky = self.g_k / self.g_n
         for i, scale in enumerate(self._scales):
             w = state.w[i]
             bucket = int(ts // scale)
@@ -206,7 +204,7 @@ class BurstDetector:
                     w.prev_n, w.prev_s, w.prev_k, w.prev_f = w.cur_n, w.cur_s, w.cur_k, w.cur_f
                 else:
                     w.prev_n = w.prev_s = w.prev_k = w.prev_f = 0.0
-                w.cur_n = w.cur_s = w.cur_k = w.cur_f = 0.0
+                w.cur_n = w.cur_s = w.cur_ss = w.cur_k = w.cur_f = 0.0
                 w.bucket = bucket
             w.cur_n += 1.0
             w.cur_s += r
@@ -230,7 +228,7 @@ class BurstDetector:
             excess = total - n * mu0
             if excess >= s.min_mean_excess * n:
                 log_p = bernstein_log_sf(excess, n, var0, self.score_cap - mu0)
-            p_risky = (w.base_k + s.prior_strength * global_risky) / (w.base_n + s.prior_strength)
+            p_risky = self._shrunk(w.base_k, w.base_n, self.g_k)
             if k / n - p_risky >= s.min_share_excess:
                 log_p = min(log_p, binomial_log_sf(k, n, p_risky))
             log_p += self._log_tests
@@ -241,10 +239,10 @@ class BurstDetector:
         out: list[Finding] = []
         self._remember(state, ts, event.actor, r, first_seen)
         if best is not None and self._rejects(event.target, best_log_p, ts):
-            i, n, total, mu0 = best
-            window = self._scales[i]
-            lift = n / max(self._usual(state, i, ts), 1.0)
             if not flagged_now:
+                i, n, total, mu0 = best
+                window = self._scales[i]
+                lift = n / max(self._usual(state, i, ts), 1.0)
                 windows = [self._window(state, j, ts) for j in range(nscales)]
                 # Membership is judged on the window (up to the flagged one) where the excess
                 # stands out most against the usual traffic: the sharpest view of the order.
@@ -349,9 +347,7 @@ class BurstDetector:
         such window holds twice its usual count, significantly (Poisson, p <= 1 %, the usual
         count at least half a follower)."""
         for j in range(min(state.flag_scale, len(self._scales) - 2) + 1):
-            scale = self._scales[j]
-            w = state.w[j]
-            n = w.cur_n + w.prev_n * (1.0 - (ts - w.bucket * scale) / scale)
+            n = self._window(state, j, ts)[0]
             usual = max(self._usual(state, j, ts), 0.5)
             if n >= 2.0 * usual and poisson_log_sf(n, usual) <= _LOG_SURGE_P:
                 return True
@@ -390,7 +386,6 @@ class BurstDetector:
             # The time the baseline covers (empty windows in between included): followers per
             # second of the usual traffic are base_n / base_t, both decayed alike.
             win.base_t += covered + min(windows - 1, 64) * scale
-        win.cur_ss = 0.0
 
     def _remember(self, state: TargetState, ts: float, actor: str, r: float, first_seen: bool) -> None:
         """Keep every follower of the trailing window (bounded): membership is decided when the
