@@ -40,6 +40,21 @@ def poll(check: Callable[[], bool], seconds: float, what: str, every: float = 0.
         time.sleep(every)
 
 
+
+# A gateway that holds spam comments for review (the queue is the durable record under test);
+# ``{db}`` is the database URL. Every spam post is held (no block): near-duplicates must stay holds.
+HOLD_POLICY = """
+database: "{db}"
+routes:
+  - id: comments
+    match: {{methods: [POST], path: "/api/debug/echo/comments"}}
+    moderation: {{content: [/body], thresholds: {{flag: 5, hold: 10, block: null}}}}
+  - id: any
+    match: {{path: "/**"}}
+"""
+SPAM = ("WINNER!! As a valued network customer you have been selected to receive a £900 prize reward! "
+        "To claim call 09061701461. Claim code KL341. Valid 12 hours only. Ref {n}")
+
 def assert_problem(response: Response) -> dict[str, object]:
     """A refusal tsgate wrote: RFC 9457 problem+json with a stable reason id and the decision id."""
     assert response.headers.get("content-type", "").startswith("application/problem+json"), (

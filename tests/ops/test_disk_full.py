@@ -12,19 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.conftest import Backend, GatewayProc, Response, policy_text, request
-from tests.ops.conftest import assert_problem, poll
-
-POLICY = """
-database: "sqlite+aiosqlite:///{db}"
-routes:
-  - id: comments
-    match: {{methods: [POST], path: "/api/debug/echo/comments"}}
-    moderation: {{content: [/body], thresholds: {{flag: 5, hold: 10, block: null}}}}
-  - id: any
-    match: {{path: "/**"}}
-"""
-SPAM = ("WINNER!! As a valued network customer you have been selected to receive a £900 prize reward! "
-        "To claim call 09061701461. Claim code KL341. Valid 12 hours only. Ref {n}")
+from tests.ops.conftest import HOLD_POLICY, SPAM, assert_problem, poll
 
 
 def _fill(directory: Path) -> Path:
@@ -51,7 +39,8 @@ def test_full_disk_refuses_holds_with_503_and_recovers(
     write is retried up to the deadline first), the 202s given before and after are all in the
     table, and after the filler is removed holds work again in the same gateway process."""
     db = tiny_tmpfs / "queue.db"
-    gw = start_gateway(policy_text(backend.port, POLICY.format(db=db), trusted='["127.0.0.1/32"]'))
+    policy = HOLD_POLICY.format(db=f"sqlite+aiosqlite:///{db}")
+    gw = start_gateway(policy_text(backend.port, policy, trusted='["127.0.0.1/32"]'))
     serial = iter(range(1_000_000))
 
     def post() -> Response:

@@ -12,20 +12,8 @@ import time
 from collections.abc import Callable
 
 from tests.conftest import Backend, GatewayProc, Response, policy_text, request
-from tests.ops.conftest import Load, PostgresServer, assert_problem, poll, safe_request
+from tests.ops.conftest import HOLD_POLICY, SPAM, Load, PostgresServer, assert_problem, poll, safe_request
 
-POLICY = """
-database: "{db}"
-routes:
-  - id: comments
-    match: {{methods: [POST], path: "/api/debug/echo/comments"}}
-    # Every spam post is held (no block): near-duplicates of the load must stay holds.
-    moderation: {{content: [/body], thresholds: {{flag: 5, hold: 10, block: null}}}}
-  - id: any
-    match: {{path: "/**"}}
-"""
-SPAM = ("WINNER!! As a valued network customer you have been selected to receive a £900 prize reward! "
-        "To claim call 09061701461. Claim code KL341. Valid 12 hours only. Ref {n}")
 CLEAN = "Lovely photo of the lake. Are we still on for the walk on Sunday morning? I can bring coffee."
 
 
@@ -48,7 +36,7 @@ def test_postgres_restart_never_acknowledges_a_hold_that_is_not_durable(
     each within the retry deadline; clean posts still pass; every 202's decision id has its row
     afterwards; and holds are acknowledged again after the restart, same gateway process."""
     database = postgres_up.create_database()
-    gw = start_gateway(policy_text(backend.port, POLICY.format(db=database), trusted='["127.0.0.1/32"]'))
+    gw = start_gateway(policy_text(backend.port, HOLD_POLICY.format(db=database), trusted='["127.0.0.1/32"]'))
     counter = iter(range(1_000_000))
     lock = threading.Lock()
 
@@ -100,7 +88,7 @@ def test_a_restart_shorter_than_the_deadline_costs_a_wait_not_a_503(
     """A hold posted while PostgreSQL is down, which comes back within the retry deadline: the
     queue write is retried (the gateway logs the retry), the client gets 202 and the row is there."""
     database = postgres_up.create_database()
-    gw = start_gateway(policy_text(backend.port, POLICY.format(db=database), trusted='["127.0.0.1/32"]'))
+    gw = start_gateway(policy_text(backend.port, HOLD_POLICY.format(db=database), trusted='["127.0.0.1/32"]'))
     first = _post(gw, SPAM.format(n="first"), 1_000_001)
     assert isinstance(first, Response) and first.status == 202, first
     postgres_up.stop("fast")

@@ -53,6 +53,12 @@ def wait_for(check: Callable[[], object], seconds: float = 15.0) -> object:
     raise AssertionError("timed out")
 
 
+def forwarding_policy(recorder: Recorder, tmp_path: Path, forward: str) -> str:
+    """The review routes in front of ``recorder`` with ``review.forward`` set to ``forward``."""
+    return policy_text(recorder.port, ROUTES.format(db=tmp_path / "review.db", webhook="http://127.0.0.1:9/h")
+                       ).replace("  appeal_limit: 3\n", f"  appeal_limit: 3\n  forward: {forward}\n")
+
+
 def hold(gw: GatewayProc, text: str) -> str:
     headers = {"Authorization": f"Token {backend_token('alice')}", **ORIGINAL}
     response = comment(gw, 7, text, headers)
@@ -66,9 +72,7 @@ def test_an_approval_while_the_backend_is_down_is_delivered_faithfully_after_a_r
         start_gateway: Callable[..., GatewayProc], tmp_path: Path, recorder: Recorder) -> None:
     """Stored without credentials; approve → pending (console: retrying); restart + backend up →
     the backend gets the original headers and body as alice, and no credential."""
-    policy = policy_text(recorder.port, ROUTES.format(db=tmp_path / "review.db", webhook="http://127.0.0.1:9/h")
-                         ).replace("  appeal_limit: 3\n",
-                                   "  appeal_limit: 3\n  forward: {attempts: 6, backoff: 200ms, timeout: 2s}\n")
+    policy = forwarding_policy(recorder, tmp_path, "{attempts: 6, backoff: 200ms, timeout: 2s}")
     gw = start(start_gateway, policy)
     create_account(gw, "mia", role="moderator")
     item_id = hold(gw, SPAM)
@@ -110,10 +114,7 @@ def test_a_forward_the_backend_keeps_refusing_is_dead_lettered_and_a_retry_deliv
     page); the backend recovers and the moderator's retry delivers it once."""
     recorder.status = 503
     recorder.start()
-    policy = policy_text(recorder.port, ROUTES.format(db=tmp_path / "review.db", webhook="http://127.0.0.1:9/h")
-                         ).replace("  appeal_limit: 3\n",
-                                   "  appeal_limit: 3\n  forward: {attempts: 3, backoff: 100ms, timeout: 2s}\n")
-    gw = start(start_gateway, policy)
+    gw = start(start_gateway, forwarding_policy(recorder, tmp_path, "{attempts: 3, backoff: 100ms, timeout: 2s}"))
     create_account(gw, "mia", role="moderator")
     item_id = hold(gw, SPAM_2)
     approved = api(gw, "POST", f"/review/items/{item_id}/decision", ADMIN_TOKEN, {"decision": "approve"})
