@@ -69,6 +69,11 @@ class Courier(Protocol):
     async def carry(self, delivery: Delivery) -> Carried: ...
 
 
+def _retry_delay(backoff: float, attempts: int) -> float:
+    """Seconds before the next try after ``attempts`` failed ones: ``backoff`` doubled each time."""
+    return backoff * 2.0 ** (attempts - 1)
+
+
 class Outbox:
     def __init__(self, database: Database, *, clock: Clock | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
@@ -140,7 +145,7 @@ class Outbox:
             state = "dead"
         else:
             state = "pending"
-        later = self._now() + timedelta(seconds=courier.backoff * 2 ** (attempts - 1))
+        later = self._now() + timedelta(seconds=_retry_delay(courier.backoff, attempts))
         await self._mark(delivery_id, state, attempts, None if carried.ok else carried.error,
                          later if state == "pending" else None)
         if state == "dead":
@@ -159,7 +164,7 @@ class Outbox:
                 assert row is not None
                 attempts = row.attempts
             courier = self.courier(row.event)
-            await self.sleep((courier.backoff if courier else 1.0) * 2 ** (attempts - 1))
+            await self.sleep(_retry_delay(courier.backoff if courier else 1.0, attempts))
 
     def attempt_soon(self, delivery_id: str) -> None:
         """The first attempt in the background (the moderator does not wait for it); the rest, if
