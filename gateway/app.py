@@ -50,6 +50,11 @@ from review.runtime import ReviewRuntime
 
 __all__ = ["Gateway", "InternalHandler", "ReloadResult"]
 
+
+def _by_kind(counts: dict[str, int]) -> list[tuple[tuple[str], float]]:
+    """A ``{kind: n}`` map as the samples of a metric family labelled by ``kind``."""
+    return [((kind,), float(n)) for kind, n in counts.items()]
+
 InternalHandler = Callable[[RequestContext, Receive, Send], Awaitable[int]]
 
 log = logging.getLogger("tsgate")
@@ -289,12 +294,10 @@ class Gateway:
         return list(totals.items())
 
     def _follow_findings(self) -> list[tuple[tuple[str], float]]:
-        followers = self.followers
-        return [] if followers is None else [((k,), float(v)) for k, v in followers.actions.counters.items()]
+        return _by_kind(self.followers.actions.counters if self.followers is not None else {})
 
     def _follow_state(self) -> list[tuple[tuple[str], float]]:
-        followers = self.followers
-        return [] if followers is None else [((k,), float(v)) for k, v in followers.engine.stats().items()]
+        return _by_kind(self.followers.engine.stats() if self.followers is not None else {})
 
     async def start(self) -> None:
         """Async start-up: connect to the state store and the limiter's storage before traffic
