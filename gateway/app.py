@@ -55,6 +55,7 @@ def _by_kind(counts: dict[str, int]) -> list[tuple[tuple[str], float]]:
     """A ``{kind: n}`` map as the samples of a metric family labelled by ``kind``."""
     return [((kind,), float(n)) for kind, n in counts.items()]
 
+
 InternalHandler = Callable[[RequestContext, Receive, Send], Awaitable[int]]
 
 log = logging.getLogger("tsgate")
