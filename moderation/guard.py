@@ -48,7 +48,7 @@ from moderation.model import LinearModel
 from moderation.neardup import NearDupIndex, skeleton
 from moderation.normalize import Normalized, normalize
 from moderation.scoring import ContentScorer, Symbol, Verdict, verdict
-from moderation.sinks import ItemAction, ItemState, NewReviewItem, ReviewSink
+from moderation.sinks import UNSTORED_HEADERS, ItemAction, ItemState, NewReviewItem, ReviewSink
 
 __all__ = ["BAND_WEIGHTS", "SIGNAL_NAME", "ModerationGuard", "risk_band_of"]
 
@@ -257,14 +257,8 @@ class ModerationGuard:
         return enqueue
 
 
-# Never stored with a held request (and so never replayed): credentials (tsgate's own too) — the replay re-asserts
-# the author's identity the way tsgate does for live requests — and framing/routing headers that
-# tsgate sets itself. The proxy already dropped hop-by-hop, forwarding-family and X-Tsgate-* ones.
-_NOT_KEPT = frozenset({b"authorization", b"cookie", b"proxy-authorization", b"tsgate-clearance", b"host",
-                       b"content-length", b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding",
-                       b"upgrade",
-                       b"expect", b"forwarded", b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto",
-                       b"x-real-ip"})
+# moderation.sinks.UNSTORED_HEADERS as the proxy's header names (bytes).
+_NOT_KEPT = frozenset(name.encode("ascii") for name in UNSTORED_HEADERS)
 _MAX_KEPT_HEADERS, _MAX_KEPT_HEADER_BYTES = 100, 32 * 1024
 
 

@@ -9,7 +9,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-__all__ = ["ItemAction", "ItemKind", "ItemState", "NewReviewItem", "ReviewSink"]
+__all__ = ["UNSTORED_HEADERS", "ItemAction", "ItemKind", "ItemState", "NewReviewItem", "ReviewSink"]
+
+# Headers never stored with a held request and never replayed from one (lower case), whatever an
+# older row holds: credentials (tsgate's own too) — an approved request is replayed with the
+# author's identity re-asserted, the way tsgate does for live requests — and the framing, routing
+# and forwarding headers that tsgate sets itself. (X-Tsgate-* headers are dropped by prefix.)
+UNSTORED_HEADERS = frozenset({
+    "authorization", "cookie", "proxy-authorization", "tsgate-clearance", "host", "content-length", "connection",
+    "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "expect", "forwarded",
+    "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip"})
 
 ItemKind = Literal["content", "follow", "appeal"]
 ItemAction = Literal["flag", "hold", "challenge", "block", "appeal"]

@@ -21,6 +21,7 @@ from authn.runtime import AuthnRuntime
 from gateway.core.errors import StoreError
 from gateway.core.ids import new_decision_id
 from moderation.records import ReviewItem
+from moderation.sinks import UNSTORED_HEADERS
 from review.http import HttpFailure, send
 from review.outbox import Carried, Delivery, Outbox
 from review.queue import Decided
@@ -32,13 +33,6 @@ log = logging.getLogger("tsgate.review.effects")
 
 FORWARD = "forward"  # the outbox event of an approved held request
 _CONTENT_TYPE_DEFAULT = "application/octet-stream"
-# Never replayed from a stored request, whatever an older row holds: credentials, framing, and what
-# only tsgate sets (the identity is re-asserted below, as the proxy does for live requests).
-_NEVER_REPLAYED = frozenset({"authorization", "cookie", "proxy-authorization", "tsgate-clearance", "host",
-                             "content-length", "connection", "keep-alive", "te", "trailer", "transfer-encoding",
-                             "upgrade", "expect",
-                             "forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip",
-                             "proxy-connection"})
 
 
 def replay_headers(request: dict[str, Any]) -> list[tuple[str, str]]:
@@ -50,7 +44,7 @@ def replay_headers(request: dict[str, Any]) -> list[tuple[str, str]]:
             continue
         name, value = str(pair[0]), str(pair[1])
         lower = name.lower()
-        if lower in _NEVER_REPLAYED or lower.startswith("x-tsgate-") or not name or "\r" in value or "\n" in value:
+        if lower in UNSTORED_HEADERS or lower.startswith("x-tsgate-") or not name or "\r" in value or "\n" in value:
             continue
         seen_type = seen_type or lower == "content-type"
         out.append((name, value))
